@@ -1,0 +1,5 @@
+package main
+
+import "sort"
+
+func slicesSort(s []string) { sort.Strings(s) }
