@@ -60,6 +60,9 @@ func newTopologyValidateCmd() *cobra.Command {
 				}{used, s})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s): %d nodes, %d GPUs, %d switches\n", args[0], used, s.Nodes, s.GPUs, s.Switches)
+			for _, w := range s.Warnings {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: warning: %s\n", args[0], w)
+			}
 			return nil
 		},
 	}
@@ -120,6 +123,9 @@ func printSummary(out io.Writer, s topology.Summary) error {
 	}
 	for _, r := range s.Oversubscription {
 		fmt.Fprintf(w, "oversubscription %s\t%.2f:1\n", r.Name, r.Ratio)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(w, "warning\t%s\n", warn)
 	}
 	return w.Flush()
 }

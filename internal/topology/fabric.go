@@ -83,6 +83,9 @@ type Fabric struct {
 	Nodes   []Node
 	Domains []Domain
 	NVLinks []NVLinkDomain
+	// Warnings lists what a loader saw and set aside rather than merged
+	// silently: CAs that are not compute hosts, unknown keys, and the like.
+	Warnings []string
 
 	byLevel    [numLevels][]DomainID
 	children   [][]DomainID
@@ -188,6 +191,11 @@ func NewBuilder(name string) *Builder {
 		f:       Fabric{Name: name, nodeByName: map[string]NodeID{}, domByName: map[string]DomainID{}},
 		classBy: map[string]int32{},
 	}
+}
+
+// Warn records something the loader set aside.
+func (b *Builder) Warn(format string, args ...any) {
+	b.f.Warnings = append(b.f.Warnings, fmt.Sprintf(format, args...))
 }
 
 // AddClass registers hardware shared by nodes and returns its index. Adding a

@@ -32,11 +32,14 @@ type Summary struct {
 	// Oversubscription is, per level, the worst ratio of bandwidth into a
 	// domain from below to its uplink bandwidth (1 is non-blocking).
 	Oversubscription []Ratio `json:"oversubscription,omitempty"`
+	// Warnings is what the loader set aside (Fabric.Warnings).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Summarize counts a fabric.
 func (f *Fabric) Summarize() Summary {
-	s := Summary{Name: f.Name, Nodes: len(f.Nodes), GPUs: f.gpus, GPUModels: map[string]int{}, NVLinkDomains: len(f.NVLinks)}
+	s := Summary{Name: f.Name, Nodes: len(f.Nodes), GPUs: f.gpus, GPUModels: map[string]int{}, NVLinkDomains: len(f.NVLinks),
+		Warnings: f.Warnings}
 	for i := range f.Nodes {
 		c := f.Class(NodeID(i))
 		s.GPUModels[c.GPUModel] += c.GPUs
