@@ -64,6 +64,12 @@ func LoadFile(path string, format Format) (*Fabric, Format, error) {
 // Parse parses data (named name in errors) in the given format; FormatAuto
 // detects it. It returns the format it used.
 func Parse(name string, data []byte, format Format) (*Fabric, Format, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, "", errorf(name, 0, "file is empty")
+	}
+	if !isText(data) {
+		return nil, "", errorf(name, 0, "file is binary, not a fabric description")
+	}
 	if format == FormatAuto || format == "" {
 		var err error
 		if format, err = Detect(name, data); err != nil {
