@@ -6,9 +6,10 @@ import (
 	"strings"
 )
 
-// maxHostlist bounds how many names one expression may expand to, so that a
+// maxHostlist bounds how many names one expression may expand to (262,144:
+// 16 times the nodes of a 131,072-GPU fleet), so that a
 // typo such as n[0-999999999] is an error rather than an out-of-memory.
-const maxHostlist = 1 << 22
+const maxHostlist = 1 << 18
 
 // ExpandHostlist expands a Slurm hostlist expression: comma-separated items,
 // each a name with zero or more bracketed ranges ("peta[19940-19959]",
