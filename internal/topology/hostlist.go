@@ -65,6 +65,9 @@ func expandItem(item string, already int) ([]string, error) {
 	}
 	end += open
 	prefix, body, rest := item[:open], item[open+1:end], item[end+1:]
+	if strings.IndexByte(prefix, ']') >= 0 {
+		return nil, fmt.Errorf("hostlist %q: ']' without '['", item)
+	}
 	if strings.IndexByte(body, '[') >= 0 {
 		return nil, fmt.Errorf("hostlist %q: nested '['", item)
 	}
