@@ -42,12 +42,12 @@ func parseSlurmYAML(name string, data []byte) (*Fabric, error) {
 var slurmTopologyTypes = []string{"tree", "block", "flat", "ring", "torus3d"}
 
 type yamlTopology struct {
-	name       string
-	line       int
-	isDefault  bool
-	kind       string
-	body       *yaml.Node
-	kindLine   int
+	name      string
+	line      int
+	isDefault bool
+	kind      string
+	body      *yaml.Node
+	kindLine  int
 }
 
 func readSlurmYAML(file string, data []byte) (*slurmInput, error) {
