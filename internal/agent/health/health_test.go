@@ -17,7 +17,9 @@ import (
 	"gpucloud/internal/agent/ib"
 )
 
-func inv(devs ...gpu.Device) gpu.Inventory { return gpu.Inventory{Source: gpu.SourceNVML, Devices: devs} }
+func inv(devs ...gpu.Device) gpu.Inventory {
+	return gpu.Inventory{Source: gpu.SourceNVML, Devices: devs}
+}
 
 func dev(i int, f ...func(*gpu.Device)) gpu.Device {
 	d := gpu.Device{Index: i, UUID: "GPU-" + string(rune('a'+i)), Model: "NVIDIA H100 80GB HBM3", NVLinks: 18}
@@ -61,7 +63,9 @@ func TestGPUProblems(t *testing.T) {
 	}
 }
 
-func port(state string) ib.Port { return ib.Port{Num: 1, State: state, PhysState: "LinkUp", LinkLayer: "InfiniBand"} }
+func port(state string) ib.Port {
+	return ib.Port{Num: 1, State: state, PhysState: "LinkUp", LinkLayer: "InfiniBand"}
+}
 
 func TestIBProblems(t *testing.T) {
 	base := []ib.HCA{{Name: "mlx5_0", Ports: []ib.Port{port("ACTIVE")}}, {Name: "mlx5_1", Ports: []ib.Port{port("ACTIVE")}}, {Name: "mlx5_2", Ports: []ib.Port{port("DOWN")}}}
