@@ -11,8 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// addSeedFiles adds the testdata files matching the patterns to the corpus.
-func addSeedFiles(f *testing.F, patterns ...string) {
+// slurmAddSeedFiles adds the testdata files matching the patterns to the corpus.
+func slurmAddSeedFiles(f *testing.F, patterns ...string) {
 	for _, p := range patterns {
 		files, err := filepath.Glob(filepath.Join("testdata", p))
 		if err != nil {
@@ -35,7 +35,7 @@ func addSeedFiles(f *testing.F, patterns ...string) {
 // refusal is an *Error with a line inside the file, and every fabric it
 // accepts is consistent and survives the native format.
 func FuzzSlurmConf(f *testing.F) {
-	addSeedFiles(f, "slurm*.conf", "topograph*.conf")
+	slurmAddSeedFiles(f, "slurm*.conf", "topograph*.conf")
 	for _, tc := range slurmConfBad {
 		if len(tc.in) < 4096 {
 			f.Add([]byte(tc.in))
@@ -49,8 +49,8 @@ func FuzzSlurmConf(f *testing.F) {
 
 // FuzzSlurmYAML is FuzzSlurmConf for topology.yaml.
 func FuzzSlurmYAML(f *testing.F) {
-	addSeedFiles(f, "slurm*.yaml")
-	f.Add([]byte(yamlTree))
+	slurmAddSeedFiles(f, "slurm*.yaml")
+	f.Add([]byte(slurmYAMLTree))
 	f.Add([]byte("- topology: r\n  ring:\n    rings: []\n"))
 	f.Add([]byte("- topology: b\n  block:\n    block_sizes: [4]\n    blocks:\n      - &b {block: b1, nodes: \"n[1-4]\"}\n      - *b\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -71,7 +71,7 @@ func checkSlurmResult(t *testing.T, data []byte, fab *Fabric, err error) {
 		}
 		return
 	}
-	checkFabricConsistent(t, fab)
+	checkSlurmFabric(t, fab)
 	checkRoundTrip(t, fab)
 	// The native form keeps everything the summary counts.
 	var out bytes.Buffer
@@ -89,8 +89,8 @@ func checkSlurmResult(t *testing.T, data []byte, fab *Fabric, err error) {
 	}
 }
 
-// checkFabricConsistent checks the invariants every loader must keep.
-func checkFabricConsistent(t *testing.T, fab *Fabric) {
+// checkSlurmFabric checks the invariants every loader must keep.
+func checkSlurmFabric(t *testing.T, fab *Fabric) {
 	t.Helper()
 	s := fab.Summarize()
 	gpus, switches := 0, 0
@@ -158,7 +158,7 @@ func FuzzHostlist(f *testing.F) {
 			if err != nil {
 				t.Fatalf("ExpandHostlist(%q) = %d names, compressed to %q, which fails: %v", expr, len(names), short, err)
 			}
-			if !cmp.Equal(names, back, cmpEmptyNil) {
+			if !cmp.Equal(names, back, hostlistSameNames) {
 				t.Fatalf("ExpandHostlist(%q) then CompressHostlist gives %q, which expands differently", expr, short)
 			}
 		}
@@ -172,7 +172,7 @@ func FuzzHostlist(f *testing.F) {
 		}
 		short := CompressHostlist(plain)
 		back, err := ExpandHostlist(short)
-		if err != nil || !cmp.Equal(plain, back, cmpEmptyNil) {
+		if err != nil || !cmp.Equal(plain, back, hostlistSameNames) {
 			t.Fatalf("CompressHostlist(%q) = %q expands to %q, %v", plain, short, back, err)
 		}
 	})

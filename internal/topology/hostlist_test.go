@@ -75,13 +75,13 @@ func TestCompressHostlist(t *testing.T) {
 			t.Errorf("CompressHostlist(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 		back, err := ExpandHostlist(got)
-		if err != nil || !cmp.Equal(back, tc.in, cmpEmptyNil) {
+		if err != nil || !cmp.Equal(back, tc.in, hostlistSameNames) {
 			t.Errorf("ExpandHostlist(%q) = %q, %v; want %q", got, back, err, tc.in)
 		}
 	}
 }
 
-var cmpEmptyNil = cmp.Comparer(func(a, b []string) bool {
+var hostlistSameNames = cmp.Comparer(func(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
 	}

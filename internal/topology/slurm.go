@@ -376,19 +376,19 @@ func checkBlockSizes(sizes []int) error {
 	return nil
 }
 
-// expand expands a hostlist of a statement, counting against the file's
-// budget of names.
-func (in *slurmInput) expand(expr string, line int, what string) ([]string, error) {
+// expand expands the hostlist of key in the statement of kind and name,
+// counting against the file's budget of names.
+func (in *slurmInput) expand(expr string, line int, kind, name, key string) ([]string, error) {
 	names, err := ExpandHostlist(expr)
 	if err != nil {
-		return nil, errorf(in.file, line, "%s: %v", what, err)
+		return nil, errorf(in.file, line, "%s %q: %s=: %v", kind, name, key, err)
 	}
 	if len(names) == 0 {
-		return nil, errorf(in.file, line, "%s: hostlist %q names nothing", what, expr)
+		return nil, errorf(in.file, line, "%s %q: %s=: hostlist %q names nothing", kind, name, key, expr)
 	}
 	in.names += len(names)
 	if in.names > maxSlurmNames {
-		return nil, errorf(in.file, line, "%s: the file names more than %d nodes and switches", what, maxSlurmNames)
+		return nil, errorf(in.file, line, "%s %q: %s=: the file names more than %d nodes and switches", kind, name, key, maxSlurmNames)
 	}
 	return names, nil
 }
@@ -470,11 +470,11 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 		ts[i].parent = -1
 		ts[i].dom = NoDomain
 	}
-	nodeOwner := map[string]int32{}
+	totalNodes := 0
 	for i := range sws {
 		s := &sws[i]
 		if s.children != "" {
-			kids, err := in.expand(s.children, s.childrenLine, fmt.Sprintf("switch %q: Switches=", s.name))
+			kids, err := in.expand(s.children, s.childrenLine, "switch", s.name, "Switches")
 			if err != nil {
 				return err
 			}
@@ -496,21 +496,12 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 			}
 		}
 		if s.nodes != "" {
-			nodes, err := in.expand(s.nodes, s.nodesLine, fmt.Sprintf("switch %q: Nodes=", s.name))
+			nodes, err := in.expand(s.nodes, s.nodesLine, "switch", s.name, "Nodes")
 			if err != nil {
 				return err
 			}
-			for _, n := range nodes {
-				if prev, dup := nodeOwner[n]; dup {
-					if prev == int32(i) {
-						return errorf(in.file, s.nodesLine, "switch %q lists node %q twice", s.name, n)
-					}
-					p := &sws[prev]
-					return errorf(in.file, s.nodesLine, "node %q is under both leaf switches %q (line %d) and %q: a node hangs from one leaf", n, p.name, p.line, s.name)
-				}
-				nodeOwner[n] = int32(i)
-			}
 			ts[i].nodes = nodes
+			totalNodes += len(nodes)
 		}
 	}
 
@@ -617,15 +608,43 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 		}
 		t.dom = id
 	}
+	// The builder finds nodes named twice; the error names both
+	// statements, the later one as the culprit.
+	reserveNodes(b, totalNodes)
 	for _, s := range order {
 		t := &ts[s]
 		for _, n := range t.nodes {
 			if _, err := b.AddNode(n, cls, t.dom); err != nil {
+				if prev, dup := b.f.nodeByName[n]; dup {
+					return in.nodeTwiceError(n, sws[s].name, b.f.Domains[b.f.Nodes[prev].Leaf].Name, index)
+				}
 				return errorf(in.file, sws[s].nodesLine, "%v", err)
 			}
 		}
 	}
 	return nil
+}
+
+// nodeTwiceError reports a node under two leaf switches (or twice under
+// one) at the later of the two statements.
+func (in *slurmInput) nodeTwiceError(node, sw1, sw2 string, index map[string]int32) error {
+	a, b := &in.switches[index[sw1]], &in.switches[index[sw2]]
+	if a == b {
+		return errorf(in.file, a.nodesLine, "switch %q lists node %q twice", a.name, node)
+	}
+	if a.nodesLine < b.nodesLine || (a.nodesLine == b.nodesLine && index[sw1] < index[sw2]) {
+		a, b = b, a
+	}
+	return errorf(in.file, a.nodesLine, "node %q is under both leaf switches %q (line %d) and %q: a node hangs from one leaf", node, b.name, b.nodesLine, a.name)
+}
+
+// reserveNodes sizes the builder's node table once the count is known, so
+// that a 10,000-node file does not regrow it a dozen times.
+func reserveNodes(b *Builder, n int) {
+	if len(b.f.Nodes) == 0 && n > 0 {
+		b.f.Nodes = make([]Node, 0, n)
+		b.f.nodeByName = make(map[string]NodeID, n)
+	}
 }
 
 // loopError names a loop among the switches that no root reaches. Each of
@@ -710,7 +729,7 @@ func (in *slurmInput) checkBlocks() ([][]string, error) {
 		if bl.nodes == "" {
 			return nil, errorf(in.file, bl.line, "block %q has no Nodes=", bl.name)
 		}
-		nodes, err := in.expand(bl.nodes, bl.line, fmt.Sprintf("block %q: Nodes=", bl.name))
+		nodes, err := in.expand(bl.nodes, bl.line, "block", bl.name, "Nodes")
 		if err != nil {
 			return nil, err
 		}

@@ -11,22 +11,22 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// sharedDir holds the GPL Slurm examples, which stay out of testdata.
-const sharedDir = "../../../shared/topologies"
+// slurmSharedDir holds the GPL Slurm examples, which stay out of testdata.
+const slurmSharedDir = "../../../shared/topologies"
 
-// sharedFile returns the path of a file of ../shared, skipping the test
+// slurmSharedFile returns the path of a file of ../shared, skipping the test
 // when the directory is not there (a fresh clone).
-func sharedFile(tb testing.TB, name string) string {
+func slurmSharedFile(tb testing.TB, name string) string {
 	tb.Helper()
-	p := filepath.Join(sharedDir, name)
+	p := filepath.Join(slurmSharedDir, name)
 	if _, err := os.Stat(p); err != nil {
 		tb.Skipf("%s is absent (GPL Slurm examples are read from /work/shared, not copied): %v", p, err)
 	}
 	return p
 }
 
-// shape is the part of a summary the loader tests compare.
-type shape struct {
+// slurmShape is the part of a summary the loader tests compare.
+type slurmShape struct {
 	Nodes, GPUs, Switches int
 	Levels, Domains       []Count
 	NVLinkDomains         int
@@ -34,13 +34,13 @@ type shape struct {
 	Warnings              int
 }
 
-func shapeOf(f *Fabric) shape {
+func slurmShapeOf(f *Fabric) slurmShape {
 	s := f.Summarize()
-	return shape{Nodes: s.Nodes, GPUs: s.GPUs, Switches: s.Switches, Levels: s.Levels, Domains: s.Domains,
+	return slurmShape{Nodes: s.Nodes, GPUs: s.GPUs, Switches: s.Switches, Levels: s.Levels, Domains: s.Domains,
 		NVLinkDomains: s.NVLinkDomains, MaxNVLinkGPUs: s.MaxNVLinkGPUs, Warnings: len(s.Warnings)}
 }
 
-func counts(kv ...any) []Count {
+func slurmCounts(kv ...any) []Count {
 	var c []Count
 	for i := 0; i+1 < len(kv); i += 2 {
 		c = append(c, Count{Name: kv[i].(string), Count: kv[i+1].(int)})
@@ -56,78 +56,78 @@ func TestSlurmRealFiles(t *testing.T) {
 		file   string
 		shared bool
 		format Format
-		want   shape
+		want   slurmShape
 	}{
-		{"slurm-testsuite-tree-large.topology.conf", true, FormatSlurm, shape{
+		{"slurm-testsuite-tree-large.topology.conf", true, FormatSlurm, slurmShape{
 			Nodes: 10000, GPUs: 80000, Switches: 529,
-			Levels:        counts("leaf", 500, "spine", 26, "core", 2, "tier4", 1),
-			Domains:       counts("leaf", 500, "block", 26, "pod", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 500, "spine", 26, "core", 2, "tier4", 1),
+			Domains:       slurmCounts("leaf", 500, "block", 26, "pod", 2, "cluster", 1),
 			NVLinkDomains: 10000, MaxNVLinkGPUs: 8}},
-		{"slurm-testsuite-tree-small.topology.conf", true, FormatSlurm, shape{
+		{"slurm-testsuite-tree-small.topology.conf", true, FormatSlurm, slurmShape{
 			Nodes: 400, GPUs: 3200, Switches: 23,
-			Levels:        counts("leaf", 20, "spine", 2, "core", 1),
-			Domains:       counts("leaf", 20, "block", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 20, "spine", 2, "core", 1),
+			Domains:       slurmCounts("leaf", 20, "block", 2, "cluster", 1),
 			NVLinkDomains: 400, MaxNVLinkGPUs: 8}},
 		// Three examples in one file: the tree loads, the blocks name
 		// nodes outside it, the rings are not modelled.
-		{"slurm-manpage-examples.topology.conf", true, FormatSlurm, shape{
+		{"slurm-manpage-examples.topology.conf", true, FormatSlurm, slurmShape{
 			Nodes: 18, GPUs: 144, Switches: 4,
-			Levels:        counts("leaf", 3, "spine", 1),
-			Domains:       counts("leaf", 3, "cluster", 1),
+			Levels:        slurmCounts("leaf", 3, "spine", 1),
+			Domains:       slurmCounts("leaf", 3, "cluster", 1),
 			NVLinkDomains: 18, MaxNVLinkGPUs: 8, Warnings: 2}},
 		// topo1 (tree) is the cluster default; topo2..topo5 are skipped.
-		{"slurm-manpage-example.topology.yaml", true, FormatSlurmYAML, shape{
+		{"slurm-manpage-example.topology.yaml", true, FormatSlurmYAML, slurmShape{
 			Nodes: 4, GPUs: 32, Switches: 3,
-			Levels:        counts("leaf", 2, "spine", 1),
-			Domains:       counts("leaf", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 2, "spine", 1),
+			Domains:       slurmCounts("leaf", 2, "cluster", 1),
 			NVLinkDomains: 4, MaxNVLinkGPUs: 8, Warnings: 5}},
-		{"topograph-expected-tree-and-block.topology.conf", false, FormatSlurm, shape{
+		{"topograph-expected-tree-and-block.topology.conf", false, FormatSlurm, slurmShape{
 			Nodes: 96, GPUs: 768, Switches: 19,
-			Levels:        counts("leaf", 12, "spine", 6, "core", 1),
-			Domains:       counts("leaf", 12, "block", 6, "cluster", 1),
+			Levels:        slurmCounts("leaf", 12, "spine", 6, "core", 1),
+			Domains:       slurmCounts("leaf", 12, "block", 6, "cluster", 1),
 			NVLinkDomains: 96, MaxNVLinkGPUs: 8}},
 		// Blocks only: one leaf and one NVLink domain per block.
-		{"topograph-expected-block.topology.conf", false, FormatSlurm, shape{
+		{"topograph-expected-block.topology.conf", false, FormatSlurm, slurmShape{
 			Nodes: 96, GPUs: 768, Switches: 0,
-			Domains:       counts("leaf", 12, "cluster", 1),
+			Domains:       slurmCounts("leaf", 12, "cluster", 1),
 			NVLinkDomains: 12, MaxNVLinkGPUs: 64}},
-		{"slurm-tree-4tier.conf", false, FormatSlurm, shape{
+		{"slurm-tree-4tier.conf", false, FormatSlurm, slurmShape{
 			Nodes: 32, GPUs: 256, Switches: 15,
-			Levels:        counts("leaf", 8, "spine", 4, "core", 2, "tier4", 1),
-			Domains:       counts("leaf", 8, "block", 4, "pod", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 8, "spine", 4, "core", 2, "tier4", 1),
+			Domains:       slurmCounts("leaf", 8, "block", 4, "pod", 2, "cluster", 1),
 			NVLinkDomains: 32, MaxNVLinkGPUs: 8}},
-		{"slurm-tree-and-block.conf", false, FormatSlurm, shape{
+		{"slurm-tree-and-block.conf", false, FormatSlurm, slurmShape{
 			Nodes: 16, GPUs: 128, Switches: 3,
-			Levels:        counts("leaf", 2, "spine", 1),
-			Domains:       counts("leaf", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 2, "spine", 1),
+			Domains:       slurmCounts("leaf", 2, "cluster", 1),
 			NVLinkDomains: 4, MaxNVLinkGPUs: 32}},
 		// Two trees under a logical cluster; the empty switch is dropped.
-		{"slurm-forest.conf", false, FormatSlurm, shape{
+		{"slurm-forest.conf", false, FormatSlurm, slurmShape{
 			Nodes: 8, GPUs: 64, Switches: 4,
-			Levels:        counts("leaf", 3, "spine", 1),
-			Domains:       counts("leaf", 3, "block", 1, "cluster", 1),
+			Levels:        slurmCounts("leaf", 3, "spine", 1),
+			Domains:       slurmCounts("leaf", 3, "block", 1, "cluster", 1),
 			NVLinkDomains: 8, MaxNVLinkGPUs: 8, Warnings: 1}},
-		{"slurm-block.conf", false, FormatSlurm, shape{
+		{"slurm-block.conf", false, FormatSlurm, slurmShape{
 			Nodes: 54, GPUs: 432,
-			Domains:       counts("leaf", 3, "cluster", 1),
+			Domains:       slurmCounts("leaf", 3, "cluster", 1),
 			NVLinkDomains: 3, MaxNVLinkGPUs: 144}},
-		{"slurm-topology.yaml", false, FormatSlurmYAML, shape{
+		{"slurm-topology.yaml", false, FormatSlurmYAML, slurmShape{
 			Nodes: 16, GPUs: 128, Switches: 7,
-			Levels:        counts("leaf", 4, "spine", 2, "core", 1),
-			Domains:       counts("leaf", 4, "block", 2, "cluster", 1),
+			Levels:        slurmCounts("leaf", 4, "spine", 2, "core", 1),
+			Domains:       slurmCounts("leaf", 4, "block", 2, "cluster", 1),
 			NVLinkDomains: 16, MaxNVLinkGPUs: 8, Warnings: 4}},
 		// The cluster default is flat: skipped with a warning, and the
 		// block topology loads instead.
-		{"slurm-topology-block.yaml", false, FormatSlurmYAML, shape{
+		{"slurm-topology-block.yaml", false, FormatSlurmYAML, slurmShape{
 			Nodes: 6, GPUs: 48,
-			Domains:       counts("leaf", 3, "cluster", 1),
+			Domains:       slurmCounts("leaf", 3, "cluster", 1),
 			NVLinkDomains: 3, MaxNVLinkGPUs: 16, Warnings: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
 			if tc.shared {
-				path = sharedFile(t, tc.file)
+				path = slurmSharedFile(t, tc.file)
 			}
 			f, format, err := LoadFile(path, FormatAuto)
 			if err != nil {
@@ -136,7 +136,7 @@ func TestSlurmRealFiles(t *testing.T) {
 			if format != tc.format {
 				t.Errorf("detected %s, want %s", format, tc.format)
 			}
-			got := shapeOf(f)
+			got := slurmShapeOf(f)
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("summary (-want +got):\n%s\nwarnings: %q", d, f.Warnings)
 			}
@@ -147,7 +147,7 @@ func TestSlurmRealFiles(t *testing.T) {
 // TestSlurmLargeTreeShape follows one node of Slurm's large test tree up to
 // the root, through the switches the file names.
 func TestSlurmLargeTreeShape(t *testing.T) {
-	f, _, err := LoadFile(sharedFile(t, "slurm-testsuite-tree-large.topology.conf"), FormatSlurm)
+	f, _, err := LoadFile(slurmSharedFile(t, "slurm-testsuite-tree-large.topology.conf"), FormatSlurm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ var slurmConfBad = []struct {
 	{"negative link speed", "SwitchName=s0 Nodes=n1 LinkSpeed=-1\n", `x.conf:1: LinkSpeed=-1: expected a whole number`},
 	{"no nodes at all", "SwitchName=top Switches=a\nSwitchName=a\n", `x.conf: no switch has nodes below it`},
 	{"huge hostlist", "SwitchName=s0 Nodes=n[0-99999999]\n", `x.conf:1: switch "s0": Nodes=: hostlist "n[0-99999999]": more than`},
-	{"too many names in all", manyBlocks(12, 100000), `x.conf:11: block "b10": Nodes=: the file names more than 1048576 nodes and switches`},
+	{"too many names in all", slurmManyBlocks(12, 100000), `x.conf:11: block "b10": Nodes=: the file names more than 1048576 nodes and switches`},
 	{"five tiers", "SwitchName=t4 Switches=t3\nSwitchName=t3 Switches=t2\nSwitchName=t2 Switches=t1\nSwitchName=t1 Switches=t0\nSwitchName=t0 Nodes=n1\n",
 		`x.conf:1: the tree under "t4" has 5 switch tiers: at most 4 are modelled (leaf, block, pod, cluster)`},
 	{"four tiers in a forest", "SwitchName=t3 Switches=t2\nSwitchName=t2 Switches=t1\nSwitchName=t1 Switches=t0\nSwitchName=t0 Nodes=n1\nSwitchName=other Nodes=n2\n",
@@ -330,8 +330,8 @@ var slurmConfBad = []struct {
 	{"block sizes with more", "BlockName=b1 Nodes=n[1-4]\nBlockSizes=4 Nodes=n1\n", `x.conf:2: BlockSizes= stands alone on its line`},
 }
 
-// manyBlocks writes n blocks of size nodes each.
-func manyBlocks(n, size int) string {
+// slurmManyBlocks writes n blocks of size nodes each.
+func slurmManyBlocks(n, size int) string {
 	var b strings.Builder
 	for i := range n {
 		fmt.Fprintf(&b, "BlockName=b%d Nodes=b%dn[0-%d]\n", i, i, size-1)
@@ -389,15 +389,15 @@ func TestSlurmLevelsByHeight(t *testing.T) {
 		in      string
 		domains []Count
 	}{
-		{"SwitchName=l Nodes=n1\n", counts("leaf", 1, "cluster", 1)},
-		{"SwitchName=a Nodes=n1\nSwitchName=b Nodes=n2\n", counts("leaf", 2, "cluster", 1)},
-		{"SwitchName=r Switches=l\nSwitchName=l Nodes=n1\n", counts("leaf", 1, "cluster", 1)},
-		{"SwitchName=r Switches=s\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\n", counts("leaf", 1, "block", 1, "cluster", 1)},
-		{"SwitchName=r Switches=p\nSwitchName=p Switches=s\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\n", counts("leaf", 1, "block", 1, "pod", 1, "cluster", 1)},
+		{"SwitchName=l Nodes=n1\n", slurmCounts("leaf", 1, "cluster", 1)},
+		{"SwitchName=a Nodes=n1\nSwitchName=b Nodes=n2\n", slurmCounts("leaf", 2, "cluster", 1)},
+		{"SwitchName=r Switches=l\nSwitchName=l Nodes=n1\n", slurmCounts("leaf", 1, "cluster", 1)},
+		{"SwitchName=r Switches=s\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\n", slurmCounts("leaf", 1, "block", 1, "cluster", 1)},
+		{"SwitchName=r Switches=p\nSwitchName=p Switches=s\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\n", slurmCounts("leaf", 1, "block", 1, "pod", 1, "cluster", 1)},
 		// Unbalanced: a leaf straight under a three-tier root.
-		{"SwitchName=r Switches=s,l2\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\nSwitchName=l2 Nodes=n2\n", counts("leaf", 2, "block", 1, "cluster", 1)},
+		{"SwitchName=r Switches=s,l2\nSwitchName=s Switches=l\nSwitchName=l Nodes=n1\nSwitchName=l2 Nodes=n2\n", slurmCounts("leaf", 2, "block", 1, "cluster", 1)},
 		// Two roots of three tiers under a logical cluster.
-		{"SwitchName=a Switches=a1\nSwitchName=a1 Switches=a2\nSwitchName=a2 Nodes=n1\nSwitchName=b Nodes=n2\n", counts("leaf", 2, "block", 1, "pod", 1, "cluster", 1)},
+		{"SwitchName=a Switches=a1\nSwitchName=a1 Switches=a2\nSwitchName=a2 Nodes=n1\nSwitchName=b Nodes=n2\n", slurmCounts("leaf", 2, "block", 1, "pod", 1, "cluster", 1)},
 	}
 	for _, tc := range tests {
 		f, err := ParseSlurmConf("h.conf", []byte(tc.in), SlurmOptions{})
@@ -426,7 +426,7 @@ func TestSlurmLevelsByHeight(t *testing.T) {
 // BenchmarkLoadSlurmLarge parses Slurm's large test tree (529 switches,
 // 10,000 nodes).
 func BenchmarkLoadSlurmLarge(b *testing.B) {
-	data, err := os.ReadFile(sharedFile(b, "slurm-testsuite-tree-large.topology.conf"))
+	data, err := os.ReadFile(slurmSharedFile(b, "slurm-testsuite-tree-large.topology.conf"))
 	if err != nil {
 		b.Fatal(err)
 	}
