@@ -37,7 +37,9 @@ func slurmAddSeedFiles(f *testing.F, patterns ...string) {
 func FuzzSlurmConf(f *testing.F) {
 	slurmAddSeedFiles(f, "slurm*.conf", "topograph*.conf")
 	for _, tc := range slurmConfBad {
-		if len(tc.in) < 4096 {
+		// Inputs that expand to the cap of names are slow under coverage
+		// instrumentation; the unit test covers them.
+		if !strings.Contains(tc.want, "more than") {
 			f.Add([]byte(tc.in))
 		}
 	}
@@ -51,6 +53,7 @@ func FuzzSlurmConf(f *testing.F) {
 func FuzzSlurmYAML(f *testing.F) {
 	slurmAddSeedFiles(f, "slurm*.yaml")
 	f.Add([]byte(slurmYAMLTree))
+	f.Add([]byte("\r0")) // found by fuzzing: YAML counts a lone \r as a line break
 	f.Add([]byte("- topology: r\n  ring:\n    rings: []\n"))
 	f.Add([]byte("- topology: b\n  block:\n    block_sizes: [4]\n    blocks:\n      - &b {block: b1, nodes: \"n[1-4]\"}\n      - *b\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -66,7 +69,10 @@ func checkSlurmResult(t *testing.T, data []byte, fab *Fabric, err error) {
 		if !errors.As(err, &e) {
 			t.Fatalf("error of type %T: %v", err, err)
 		}
-		if lines := bytes.Count(data, []byte("\n")) + 1; e.Line < 0 || e.Line > lines {
+		// YAML also breaks lines at a lone \r and at NEL, LS and PS.
+		lines := 1 + bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) +
+			bytes.Count(data, []byte("\u0085")) + bytes.Count(data, []byte("\u2028")) + bytes.Count(data, []byte("\u2029"))
+		if e.Line < 0 || e.Line > lines {
 			t.Fatalf("error on line %d of a %d-line file: %v", e.Line, lines, err)
 		}
 		return

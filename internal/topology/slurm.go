@@ -80,9 +80,9 @@ func (o SlurmOptions) nodeClass() NodeClass {
 }
 
 // maxSlurmNames bounds the names one file may expand to in total (nodes and
-// switch references: a million, eight times the nodes of a 1M-GPU fleet), so
-// that a few short hostlists cannot exhaust memory.
-const maxSlurmNames = 1 << 20
+// switch references: 262,144, the nodes of a 2M-GPU fleet), so that a few
+// short hostlists cannot make the parser spend seconds and gigabytes.
+const maxSlurmNames = 1 << 18
 
 // maxSlurmSwitchName is Slurm's limit on switch names (HOST_NAME_MAX).
 const maxSlurmSwitchName = 64

@@ -311,7 +311,7 @@ var slurmConfBad = []struct {
 	{"negative link speed", "SwitchName=s0 Nodes=n1 LinkSpeed=-1\n", `x.conf:1: LinkSpeed=-1: expected a whole number`},
 	{"no nodes at all", "SwitchName=top Switches=a\nSwitchName=a\n", `x.conf: no switch has nodes below it`},
 	{"huge hostlist", "SwitchName=s0 Nodes=n[0-99999999]\n", `x.conf:1: switch "s0": Nodes=: hostlist "n[0-99999999]": more than`},
-	{"too many names in all", slurmManyBlocks(12, 100000), `x.conf:11: block "b10": Nodes=: the file names more than 1048576 nodes and switches`},
+	{"too many names in all", slurmManyBlocks(3, 100000), `x.conf:3: block "b2": Nodes=: the file names more than 262144 nodes and switches`},
 	{"five tiers", "SwitchName=t4 Switches=t3\nSwitchName=t3 Switches=t2\nSwitchName=t2 Switches=t1\nSwitchName=t1 Switches=t0\nSwitchName=t0 Nodes=n1\n",
 		`x.conf:1: the tree under "t4" has 5 switch tiers: at most 4 are modelled (leaf, block, pod, cluster)`},
 	{"four tiers in a forest", "SwitchName=t3 Switches=t2\nSwitchName=t2 Switches=t1\nSwitchName=t1 Switches=t0\nSwitchName=t0 Nodes=n1\nSwitchName=other Nodes=n2\n",
