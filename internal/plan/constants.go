@@ -68,3 +68,12 @@ const flashEff = 0.5
 // workspaces and NCCL's channel buffers for the TP, DP and PP communicators.
 // PyTorch's CUDA context alone takes 0.3-0.8 GiB on A100 and H100.
 const runtimeReserveGiB = 2.0
+
+// Overlapped communication is not free: NCCL runs one thread block per
+// channel on an SM of its own, so while a collective overlaps compute those
+// SMs do not compute. NCCL opens 16 channels or more for inter-node rings on
+// HGX A100/H100 nodes (its NCCL_MAX_NCHANNELS default is 32; DGX logs show
+// 16-32), so an overlapped transfer of t seconds costs t*ncclSMs/SMs of
+// compute. Source: NCCL's documentation of NCCL_MIN_NCHANNELS /
+// NCCL_MAX_NCHANNELS and its channel-per-CTA design.
+const ncclSMs = 16

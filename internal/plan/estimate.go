@@ -164,7 +164,9 @@ func (e *estimator) evaluate(l Layout) Result {
 	t.Attention = nmb * slow.attn
 	t.Memory = nmb * slow.mem
 	t.TPComm = nmb * slow.tp
-	if !c.Stack.OverlapP2P {
+	if c.Stack.OverlapP2P {
+		t.PPComm = nmb * e.hidden(p2p, math.Inf(1))
+	} else {
 		t.PPComm = nmb * p2p
 	}
 	if l.PP > 1 {
@@ -173,8 +175,6 @@ func (e *estimator) evaluate(l Layout) Result {
 			mean += p2p
 		}
 		t.Bubble = float64(l.PP-1) / float64(l.VP) * mean
-	} else if c.Stack.OverlapP2P {
-		t.PPComm = 0
 	}
 	params := e.stageParams(l)
 	t.DPComm = e.dpTime(l, params, nmb, layerFwd.scale(perStage).total(), (layer.total()-layerFwd.total())*perStage)
@@ -210,6 +210,14 @@ func (e *estimator) evaluate(l Layout) Result {
 	r.MemoryGB = r.Mem.Total
 	r.Fits = r.Mem.Total <= c.Cluster.GPU.MemoryGiB
 	return r
+}
+
+// hidden is the time an overlapped transfer of comm seconds adds when
+// window seconds of compute run beside it: what sticks out of the window,
+// plus the compute lost to the SMs NCCL occupies while it runs.
+func (e *estimator) hidden(comm, window float64) float64 {
+	over := math.Min(comm, window)
+	return comm - over + over*ncclSMs/float64(e.c.Cluster.GPU.SMs)
 }
 
 func (e *estimator) hbm() float64 { return e.c.Cluster.GPU.HBMGBps * 1e9 * hbmEff }
@@ -314,8 +322,8 @@ func (e *estimator) layerPasses(k layerKey) (fwd, bwd, re pass) {
 		if c.Stack.OverlapTPBackward {
 			// Each backward all-reduce runs beside the weight-gradient GEMM
 			// of the QKV or first MLP layer.
-			bwd.tp = math.Max(0, ar-g.gemmTime(h, linears[0][0], T, 1, wgradOut)) +
-				math.Max(0, ar-g.gemmTime(h, linears[2][0], T, 1, wgradOut))
+			bwd.tp = e.hidden(ar, g.gemmTime(h, linears[0][0], T, 1, wgradOut)) +
+				e.hidden(ar, g.gemmTime(h, linears[2][0], T, 1, wgradOut))
 		} else {
 			bwd.tp = 2 * ar
 		}
@@ -443,7 +451,7 @@ func (e *estimator) dpTime(l Layout, params, nmb, fwdT, bwdT float64) float64 {
 		if !overlap {
 			return comm
 		}
-		return math.Max(0, comm-window)
+		return e.hidden(comm, window)
 	}
 	switch l.ZeRO {
 	case 0:
