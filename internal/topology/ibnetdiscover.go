@@ -43,6 +43,7 @@ package topology
 // disagree, captures without switches or without compute hosts.
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -118,7 +119,9 @@ type ibNode struct {
 	desc   string
 	line   int
 	ports  []ibPort
-	byPort []int32 // port number -> index in ports, -1 when not listed
+	// byPort maps a port number to its index in ports, -1 when not
+	// listed; built by link, as long as the highest port listed.
+	byPort []int32
 }
 
 type ibPort struct {
@@ -138,7 +141,7 @@ type ibCapture struct {
 
 // scanIBNet reads the lines of the capture.
 func scanIBNet(name string, data []byte) (*ibCapture, error) {
-	if len(strings.TrimSpace(string(data))) == 0 {
+	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errorf(name, 0, "file is empty: expected ibnetdiscover output")
 	}
 	if !isText(data) {
@@ -239,11 +242,7 @@ func (c *ibCapture) addNode(t string, line int) (int32, error) {
 	}
 	n := int32(len(c.nodes))
 	c.byID[id] = n
-	byPort := make([]int32, nports+1)
-	for j := range byPort {
-		byPort[j] = -1
-	}
-	c.nodes = append(c.nodes, ibNode{id: id, kind: kind, nports: nports, desc: desc, line: line, byPort: byPort})
+	c.nodes = append(c.nodes, ibNode{id: id, kind: kind, nports: nports, desc: desc, line: line})
 	return n, nil
 }
 
@@ -260,8 +259,10 @@ func (c *ibCapture) addPort(n int32, t string, line int) error {
 	if num < 1 || num > nd.nports {
 		return errorf(c.name, line, "port %d of %s %q: it has ports 1 to %d", num, nd.kind, nd.id, nd.nports)
 	}
-	if prev := nd.byPort[num]; prev >= 0 {
-		return errorf(c.name, line, "port %d of %q listed twice (first at line %d)", num, nd.id, nd.ports[prev].line)
+	for _, prev := range nd.ports { // at most 255, numbers being unique
+		if prev.num == num {
+			return errorf(c.name, line, "port %d of %q listed twice (first at line %d)", num, nd.id, prev.line)
+		}
 	}
 	rest = ibSkipGUID(strings.TrimLeft(rest, " \t"))
 	peer, rest, ok := ibQuoted(strings.TrimLeft(rest, " \t"))
@@ -276,7 +277,6 @@ func (c *ibCapture) addPort(n int32, t string, line int) error {
 	if h := strings.IndexByte(rest, '#'); h >= 0 {
 		p.gbps = ibCommentGbps(rest[h+1:])
 	}
-	nd.byPort[num] = int32(len(nd.ports))
 	nd.ports = append(nd.ports, p)
 	return nil
 }
@@ -374,6 +374,20 @@ func ibLinkGbps(tok string) float64 {
 func (c *ibCapture) link() error {
 	for i := range c.nodes {
 		nd := &c.nodes[i]
+		top := 0
+		for _, p := range nd.ports {
+			top = max(top, p.num)
+		}
+		nd.byPort = make([]int32, top+1)
+		for j := range nd.byPort {
+			nd.byPort[j] = -1
+		}
+		for j, p := range nd.ports {
+			nd.byPort[p.num] = int32(j)
+		}
+	}
+	for i := range c.nodes {
+		nd := &c.nodes[i]
 		for j := range nd.ports {
 			p := &nd.ports[j]
 			peer, ok := c.byID[p.peerID]
@@ -386,7 +400,10 @@ func (c *ibCapture) link() error {
 				return errorf(c.name, p.line, "port %d of %q links to port %d of %q, which has ports 1 to %d",
 					p.num, nd.id, p.peerPort, pn.id, pn.nports)
 			}
-			back := pn.byPort[p.peerPort]
+			back := int32(-1)
+			if p.peerPort < len(pn.byPort) {
+				back = pn.byPort[p.peerPort]
+			}
 			if back < 0 {
 				return errorf(c.name, p.line, "port %d of %q links to port %d of %q, but that port is not listed in its block (line %d): expected both ends of each link (truncated capture?)",
 					p.num, nd.id, p.peerPort, pn.id, pn.line)
@@ -429,11 +446,19 @@ var ibAsideLabels = [ibAsideCount]string{
 type ibAside struct {
 	n     [ibAsideCount]int
 	names [ibAsideCount][]string
+	seen  map[string]bool // reason/host pairs already named
 }
 
 func (a *ibAside) add(reason int, host string) {
 	a.n[reason]++
-	if host != "" && !slices.Contains(a.names[reason], host) {
+	if host == "" {
+		return
+	}
+	if a.seen == nil {
+		a.seen = map[string]bool{}
+	}
+	if k := strconv.Itoa(reason) + "/" + host; !a.seen[k] {
+		a.seen[k] = true
 		a.names[reason] = append(a.names[reason], host)
 	}
 }
@@ -547,13 +572,14 @@ type ibBuild struct {
 	domOf    []int // per switch node: the domain of its tier
 	domains  []ibDomain
 	warnings []string
+	classSeq map[string]int // class name stem -> suffixes used
 }
 
 func (c *ibCapture) build(opts IBNetDiscoverOptions) (*Fabric, error) {
 	if opts.ManagementHosts == nil {
 		opts.ManagementHosts = DefaultManagementHosts
 	}
-	b := &ibBuild{c: c, opts: opts, hostOf: map[string]int{}}
+	b := &ibBuild{c: c, opts: opts, hostOf: map[string]int{}, classSeq: map[string]int{}}
 	if err := b.noSwitches(); err != nil {
 		return nil, err
 	}
@@ -864,6 +890,7 @@ func (b *ibBuild) splitHostError(dom *ibDomain, widest int) error {
 // switches than the group has: a link down, or a missing cable.
 func (b *ibBuild) missingRails() {
 	var short []string
+	n := 0
 	for _, dom := range b.domains {
 		for _, h := range dom.hosts {
 			host := &b.hosts[h]
@@ -871,20 +898,25 @@ func (b *ibBuild) missingRails() {
 			for _, x := range host.hcas {
 				on[x.sw] = true
 			}
-			if len(on) < len(dom.switches) {
-				var miss []string
-				for _, s := range dom.switches {
-					if !on[s] {
-						miss = append(miss, b.names[s])
-					}
-				}
-				short = append(short, fmt.Sprintf("%s (no link to %s)", host.name, strings.Join(miss, ", ")))
+			if len(on) == len(dom.switches) {
+				continue
 			}
+			if n++; n > 4 {
+				continue // ibList shows four
+			}
+			var miss []string
+			for _, s := range dom.switches {
+				if !on[s] {
+					miss = append(miss, b.names[s])
+				}
+			}
+			short = append(short, fmt.Sprintf("%s (no link to %s)", host.name, ibList(miss, 4)))
 		}
 	}
-	if len(short) > 0 {
+	if n > 0 {
+		short = append(short, make([]string, n-len(short))...)
 		b.warnings = append(b.warnings, fmt.Sprintf("%s fewer leaf switches than their group has, so fewer rails: %s",
-			ibCount(len(short), "host reaches", "hosts reach"), ibList(short, 4)))
+			ibCount(n, "host reaches", "hosts reach"), ibList(short, 4)))
 	}
 }
 
@@ -895,16 +927,18 @@ func (b *ibBuild) crossedCables() {
 	var crossed []string
 	for _, dom := range b.domains[:b.leafCount()] {
 		// The HCA name most hosts have on each leaf switch.
+		votesOn := map[int32]map[string]int{}
+		for _, h := range dom.hosts {
+			for _, x := range b.hosts[h].hcas {
+				if votesOn[x.sw] == nil {
+					votesOn[x.sw] = map[string]int{}
+				}
+				votesOn[x.sw][x.name]++
+			}
+		}
 		major := map[int32]string{}
 		for _, s := range dom.switches {
-			votes := map[string]int{}
-			for _, h := range dom.hosts {
-				for _, x := range b.hosts[h].hcas {
-					if x.sw == s {
-						votes[x.name]++
-					}
-				}
-			}
+			votes := votesOn[s]
 			best, bestN, tie := "", 0, false
 			for name, n := range votes {
 				switch {
@@ -932,7 +966,7 @@ func (b *ibBuild) crossedCables() {
 				}
 			}
 			if len(wrong) > 0 {
-				crossed = append(crossed, fmt.Sprintf("%s (%s)", b.hosts[h].name, strings.Join(wrong, "; ")))
+				crossed = append(crossed, fmt.Sprintf("%s (%s)", b.hosts[h].name, strings.Join(wrong[:min(len(wrong), 4)], "; ")))
 			}
 		}
 	}
@@ -957,6 +991,15 @@ func (b *ibBuild) upperDomains() error {
 	maxTier := 0
 	for i := range c.nodes {
 		maxTier = max(maxTier, b.tier[i])
+	}
+	if maxTier > 3 {
+		// Tier 3 can only be the cluster, and here something is above it.
+		for i := range c.nodes {
+			if b.tier[i] == 3 {
+				return errorf(c.name, c.nodes[i].line, "switch %q is 3 tiers above the leaves and has switches above it: the model holds at most four tiers (leaf, block, pod, cluster)",
+					b.names[i])
+			}
+		}
 	}
 	cur := make([]int, b.leafCount()) // domains of the tier below
 	for i := range cur {
@@ -1196,12 +1239,14 @@ func (b *ibBuild) class(bld *Builder, host *ibHost, classes map[string]int32) in
 	if gbps > 0 {
 		speed = strconv.FormatFloat(gbps, 'f', -1, 64) + "g"
 	}
-	cls.Name = fmt.Sprintf("%s-%dx%s", base.Name, len(hcas), speed)
-	for n := 2; ; n++ {
+	stem := fmt.Sprintf("%s-%dx%s", base.Name, len(hcas), speed)
+	cls.Name = stem
+	for {
 		if _, taken := bld.ClassIndex(cls.Name); !taken {
 			break
 		}
-		cls.Name = fmt.Sprintf("%s-%dx%s-%d", base.Name, len(hcas), speed, n)
+		b.classSeq[stem]++
+		cls.Name = fmt.Sprintf("%s-%d", stem, b.classSeq[stem]+1)
 	}
 	if len(cls.GPURail) > 0 && slices.Max(cls.GPURail) >= cls.Rails {
 		cls.GPURail = nil

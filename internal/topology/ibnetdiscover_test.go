@@ -443,7 +443,7 @@ func TestIBNetDiscoverErrors(t *testing.T) {
 			`host "n9" has HCAs on leaves of 2 different groups (mlx5_0 on leaf-a0, mlx5_1 on leaf-b1): expected all HCAs of a host on the leaf switches of one group`},
 		{"five tiers", "deep.out", newIBFab().Switch("l", "t1", "t2", "t3", "t4").Host("n", "mlx5_0@l").
 			Link("l", "t1", 1).Link("t1", "t2", 1).Link("t2", "t3", 1).Link("t3", "t4", 1).String(), 33,
-			`switch "t3" is 3 tiers above the leaves: the model holds at most four tiers`},
+			`switch "t3" is 3 tiers above the leaves and has switches above it: the model holds at most four tiers`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

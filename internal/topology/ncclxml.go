@@ -308,14 +308,23 @@ type ncclParser struct {
 	nicAt   []int // element of each NIC (<pci>, or the <nic> for one outside PCI)
 	busLine map[string]int
 	numaSet map[int]int
+	devSeen map[int]int    // gpu dev -> GPU
+	netSeen map[string]int // net name:port -> line
+	pciNICs int            // network-class <pci> elements so far
 	unknown map[string]bool
 	topo    NCCLTopo
 }
 
 var ncclBusRe = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]$`)
 
-// ncclMaxDepth bounds nesting; real files are a few levels deep.
-const ncclMaxDepth = 64
+// Bounds on what one node can hold, far above real machines, so that a
+// hostile file costs linear time: nesting (real files are a few levels
+// deep), GPUs (the fabric model's limit) and NICs.
+const (
+	ncclMaxDepth = 64
+	ncclMaxGPUs  = 64
+	ncclMaxNICs  = 1024
+)
 
 // ParseNCCLTopo reads an NCCL topology file; name is used in errors.
 func ParseNCCLTopo(name string, data []byte) (*NCCLTopo, error) {
@@ -325,7 +334,8 @@ func ParseNCCLTopo(name string, data []byte) (*NCCLTopo, error) {
 	if !isText(data) {
 		return nil, errorf(name, 0, "file is binary: expected NCCL topology XML (<system>)")
 	}
-	p := &ncclParser{name: name, busLine: map[string]int{}, numaSet: map[int]int{}, unknown: map[string]bool{}}
+	p := &ncclParser{name: name, busLine: map[string]int{}, numaSet: map[int]int{}, unknown: map[string]bool{},
+		devSeen: map[int]int{}, netSeen: map[string]int{}}
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	stack := []int{}
 	sawRoot := false
@@ -474,13 +484,16 @@ func (p *ncclParser) start(t xml.StartElement, parent, line int) (int, error) {
 		par.gpuElem = true
 		g := par.gpu
 		if g < 0 {
-			g = p.addGPU(parent)
+			if g, err = p.addGPU(parent, line); err != nil {
+				return 0, err
+			}
 			p.gpus[g].Model = ncclModel(xml.StartElement{Attr: par.attrs})
 		}
-		for i, d := range p.gpuDev {
-			if dev >= 0 && d == dev && i != g {
-				return 0, errorf(p.name, line, "<gpu dev=\"%d\"> appears twice (also in <pci busid=%q>)", dev, p.gpus[i].BusID)
+		if dev >= 0 {
+			if other, dup := p.devSeen[dev]; dup {
+				return 0, errorf(p.name, line, "<gpu dev=\"%d\"> appears twice (also in <pci busid=%q>)", dev, p.gpus[other].BusID)
 			}
+			p.devSeen[dev] = g
 		}
 		p.gpuDev[g] = dev
 		p.gpus[g].SM = sm
@@ -508,7 +521,10 @@ func (p *ncclParser) start(t xml.StartElement, parent, line int) (int, error) {
 	p.tree = append(p.tree, e)
 	idx := len(p.tree) - 1
 	if e.isPCI && e.class>>16 == 0x03 {
-		g := p.addGPU(idx)
+		g, err := p.addGPU(idx, line)
+		if err != nil {
+			return 0, err
+		}
 		p.gpus[g].Model = ncclModel(t)
 	}
 	return idx, nil
@@ -537,6 +553,12 @@ func (p *ncclParser) pci(e *ncclElem, t xml.StartElement, line int) error {
 	if e.class>>8 == 0x0604 {
 		p.topo.PCISwitches++
 	}
+	if e.class>>16 == 0x02 && len(p.nics)+p.pciNICs >= ncclMaxNICs {
+		return errorf(p.name, line, "more than %d NICs in one node", ncclMaxNICs)
+	}
+	if e.class>>16 == 0x02 {
+		p.pciNICs++
+	}
 	return nil
 }
 
@@ -551,15 +573,17 @@ func ncclModel(t xml.StartElement) string {
 	return ncclModels[v]
 }
 
-// addGPU records a GPU at element at (a <pci>), which may not be in the
-// tree yet.
-func (p *ncclParser) addGPU(at int) int {
+// addGPU records the GPU of element at (a <pci>).
+func (p *ncclParser) addGPU(at, line int) (int, error) {
+	if len(p.gpus) == ncclMaxGPUs {
+		return 0, errorf(p.name, line, "more than %d GPUs in one node", ncclMaxGPUs)
+	}
 	e := &p.tree[at]
 	p.gpus = append(p.gpus, NCCLGPU{BusID: e.busID, NUMA: e.numa, NIC: -1})
 	p.gpuAt = append(p.gpuAt, at)
 	p.gpuDev = append(p.gpuDev, -1)
 	e.gpu = len(p.gpus) - 1
-	return e.gpu
+	return e.gpu, nil
 }
 
 // net records a <net> of a <nic>.
@@ -594,10 +618,15 @@ func (p *ncclParser) net(t xml.StartElement, nicElem, line int) error {
 		n.RDMA = n.RDMA || pci.class>>8 == 0x0207
 		at = par
 	}
-	for _, o := range p.nics {
-		if n.Name != "" && o.Name == n.Name && o.Port == n.Port {
-			return errorf(p.name, line, "<net name=%q> appears twice", n.Name)
+	if n.Name != "" {
+		key := n.Name + ":" + strconv.Itoa(n.Port)
+		if prev, dup := p.netSeen[key]; dup {
+			return errorf(p.name, line, "<net name=%q> appears twice (first at line %d)", n.Name, prev)
 		}
+		p.netSeen[key] = line
+	}
+	if len(p.nics) == ncclMaxNICs {
+		return errorf(p.name, line, "more than %d NICs in one node", ncclMaxNICs)
 	}
 	p.nics = append(p.nics, n)
 	p.nicAt = append(p.nicAt, at)
@@ -616,9 +645,6 @@ func (p *ncclParser) finish() (*NCCLTopo, error) {
 	}
 	if len(p.gpus) == 0 {
 		return nil, errorf(p.name, 0, "no GPUs: expected <pci class=\"0x030200\"> or <gpu> elements under <cpu>")
-	}
-	if len(p.gpus) > 64 {
-		return nil, errorf(p.name, p.tree[p.gpuAt[64]].line, "%d GPUs in one node: expected at most 64", len(p.gpus))
 	}
 	// GPU order: dev when every GPU has one, else bus ID.
 	gi := ncclOrder(len(p.gpus), p.gpuDev, func(i int) string { return p.gpus[i].BusID })
@@ -681,45 +707,29 @@ func ncclOrder(n int, dev []int, key func(int) string) []int {
 // with any rail; GPUs sharing that element take its rails in turn.
 func (p *ncclParser) affinity(gpuAt, nicAt []int) {
 	t := &p.topo
-	var rails []int
+	// The rails under each element, in NIC order.
+	under := map[int][]int{}
 	for i, n := range t.NICs {
-		if n.RDMA {
-			rails = append(rails, i)
+		if !n.RDMA {
+			continue
+		}
+		for e := nicAt[i]; e >= 0; e = p.tree[e].parent {
+			under[e] = append(under[e], i)
 		}
 	}
-	if len(rails) == 0 {
+	if len(under) == 0 {
 		return
-	}
-	ancestors := func(e int) []int { // e first, root last
-		var a []int
-		for ; e >= 0; e = p.tree[e].parent {
-			a = append(a, e)
-		}
-		return a
-	}
-	under := func(e, anc int) bool {
-		for ; e >= 0; e = p.tree[e].parent {
-			if e == anc {
-				return true
-			}
-		}
-		return false
 	}
 	turn := map[int]int{} // shared element -> GPUs served so far
 	for g := range t.GPUs {
-		for _, a := range ancestors(gpuAt[g]) {
-			var cands []int
-			for _, r := range rails {
-				if under(nicAt[r], a) {
-					cands = append(cands, r)
-				}
-			}
+		for e := gpuAt[g]; e >= 0; e = p.tree[e].parent {
+			cands := under[e]
 			if len(cands) == 0 {
 				continue
 			}
-			t.GPUs[g].NIC = cands[turn[a]%len(cands)]
-			turn[a]++
-			t.GPUs[g].Path = p.pathName(gpuAt[g], a)
+			t.GPUs[g].NIC = cands[turn[e]%len(cands)]
+			turn[e]++
+			t.GPUs[g].Path = p.pathName(gpuAt[g], e)
 			break
 		}
 	}

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -227,6 +228,10 @@ func TestNCCLXMLErrors(t *testing.T) {
 		return "<system version=\"1\">\n<cpu numaid=\"0\">\n" + body + "\n</cpu>\n</system>\n"
 	}
 	gpu := `<pci busid="0000:01:00.0" class="0x030200"/>`
+	var many strings.Builder
+	for i := range 65 {
+		fmt.Fprintf(&many, "<pci busid=\"0000:%02x:00.0\" class=\"0x030200\"/>\n", i)
+	}
 	tests := []struct {
 		name, data string
 		line       int
@@ -253,7 +258,8 @@ func TestNCCLXMLErrors(t *testing.T) {
 		{"two gpus in one pci", wrap(`<pci busid="0000:01:00.0"><gpu dev="0"/><gpu dev="1"/></pci>`), 3, "second <gpu>"},
 		{"bad speed", wrap(gpu + `<pci busid="0000:02:00.0" class="0x020700"><nic><net name="mlx5_0" speed="fast"/></nic></pci>`), 3,
 			`<net speed="fast">: expected the speed in Mb/s`},
-		{"duplicate net", wrap(gpu + "<nic><net name=\"mlx5_0\"/>\n<net name=\"mlx5_0\"/></nic>"), 4, `<net name="mlx5_0"> appears twice`},
+		{"duplicate net", wrap(gpu + "<nic><net name=\"mlx5_0\"/>\n<net name=\"mlx5_0\"/></nic>"), 4, `<net name="mlx5_0"> appears twice (first at line 3)`},
+		{"65 GPUs", wrap(many.String()), 67, "more than 64 GPUs in one node"},
 		{"no GPUs", wrap(`<pci busid="0000:02:00.0" class="0x020700"/>`), 0, "no GPUs"},
 		{"text outside", "hello <system/>", 1, "text outside <system>"},
 		{"second root", "<system><cpu><pci busid=\"0000:01:00.0\" class=\"0x030200\"/></cpu></system>\n<system/>", 2, "after the end of <system>"},
