@@ -546,7 +546,10 @@ func (e *estimator) memory(l Layout, rc Recompute, mbs int) Memory {
 	if l.PP == 1 {
 		acts += logits
 	} else {
-		acts = math.Max(acts, perStage*stored*T+working+logits)
+		// The last stage holds one microbatch with 1F1B, ((vp-1)*pp+1)/vp
+		// microbatches' worth of chunks with the interleaved schedule.
+		lastInflight := math.Min(float64(mbs), (float64(l.VP-1)*p+1)/float64(l.VP))
+		acts = math.Max(acts, perStage*stored*T*lastInflight+working+logits)
 	}
 	mem.Activations = acts
 	buf := runtimeReserveGiB * gib
