@@ -20,8 +20,8 @@ type job struct {
 	spec  Job
 	leaf  *queue
 	ten   *tenant
-	m     int   // replicas per tensor-parallel group
-	sc    scope // how far the gang may spread
+	m     int    // replicas per tensor-parallel group
+	sc    scope  // how far the gang may spread
 	pref  *scope // a narrower scope to try first (Preferred), or nil
 	state jobState
 

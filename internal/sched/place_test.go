@@ -56,9 +56,9 @@ func TestPlacement(t *testing.T) {
 		running: []restored{{jb("x").obj(), "n01:0", -1}},
 		steps: []step{{
 			submit: []Job{
-				jb("tp8").gang(4, 4).tp(8).obj(),         // two racks: leaf-0 has only one whole rack left
-				jb("rack").gang(2, 2).tp(4).at(1).obj(),  // one 4-GPU group: fits on n00 with one NVLink domain
-				jb("tp8b").gang(4, 2).tp(8).at(2).obj(),  // one 8-GPU group over a rack: n02+n03
+				jb("tp8").gang(4, 4).tp(8).obj(),        // two racks: leaf-0 has only one whole rack left
+				jb("rack").gang(2, 2).tp(4).at(1).obj(), // one 4-GPU group: fits on n00 with one NVLink domain
+				jb("tp8b").gang(4, 2).tp(8).at(2).obj(), // one 8-GPU group over a rack: n02+n03
 			},
 			want: []dec{
 				place("tp8", 4, "n04:0-3 n05:0-3 n06:0-3 n07:0-3"),

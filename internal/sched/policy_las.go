@@ -14,7 +14,9 @@ type lasOrder struct{}
 
 func (lasOrder) name() string { return "least-attained-service" }
 
-func (lasOrder) key(s *Scheduler, j *job, now time.Time) int64 { return int64(s.lasBand(j.attainedAt(now))) }
+func (lasOrder) key(s *Scheduler, j *job, now time.Time) int64 {
+	return int64(s.lasBand(j.attainedAt(now)))
+}
 
 func (lasOrder) rank(s *Scheduler, j *job, now time.Time) int64 {
 	return -int64(s.lasBand(j.attainedAt(now)))

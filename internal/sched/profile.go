@@ -83,15 +83,15 @@ func jobCmp(a, b *job) int {
 // submitOrder is first come, first served.
 type submitOrder struct{}
 
-func (submitOrder) name() string                              { return "submit-time" }
-func (submitOrder) key(*Scheduler, *job, time.Time) int64      { return 0 }
-func (submitOrder) rank(*Scheduler, *job, time.Time) int64     { return 0 }
-func (submitOrder) byPriority() bool                          { return false }
+func (submitOrder) name() string                           { return "submit-time" }
+func (submitOrder) key(*Scheduler, *job, time.Time) int64  { return 0 }
+func (submitOrder) rank(*Scheduler, *job, time.Time) int64 { return 0 }
+func (submitOrder) byPriority() bool                       { return false }
 
 // priorityOrder is highest priority first, then first come.
 type priorityOrder struct{}
 
-func (priorityOrder) name() string                                { return "priority" }
+func (priorityOrder) name() string                                 { return "priority" }
 func (priorityOrder) key(_ *Scheduler, j *job, _ time.Time) int64  { return -int64(j.spec.Priority) }
 func (priorityOrder) rank(_ *Scheduler, j *job, _ time.Time) int64 { return int64(j.spec.Priority) }
-func (priorityOrder) byPriority() bool                            { return true }
+func (priorityOrder) byPriority() bool                             { return true }

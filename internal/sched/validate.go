@@ -181,4 +181,3 @@ func (s *Scheduler) quotaCheck(j *job) *RejectError {
 	}
 	return nil
 }
-
