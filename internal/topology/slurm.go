@@ -67,16 +67,20 @@ var DefaultSlurmNodeClass = NodeClass{Name: "slurm-node", GPUModel: "unknown", G
 
 // SlurmOptions tunes the Slurm loaders.
 type SlurmOptions struct {
-	// NodeClass is given to every node. The zero value means
-	// DefaultSlurmNodeClass.
+	// NodeClass is given to every node. Without a name and GPU count it is
+	// DefaultSlurmNodeClass; without a name, it takes that class's name.
 	NodeClass NodeClass
 }
 
 func (o SlurmOptions) nodeClass() NodeClass {
-	if o.NodeClass.Name == "" && o.NodeClass.GPUs == 0 {
+	c := o.NodeClass
+	if c.Name == "" && c.GPUs == 0 {
 		return DefaultSlurmNodeClass
 	}
-	return o.NodeClass
+	if c.Name == "" {
+		c.Name = DefaultSlurmNodeClass.Name
+	}
+	return c
 }
 
 // maxSlurmNames bounds the names one file may expand to in total (nodes and
@@ -393,7 +397,7 @@ func (in *slurmInput) expand(expr string, line int, kind, name, key string) ([]s
 	return names, nil
 }
 
-// checkName refuses switch and block names that hostlists could not refer to.
+// checkSlurmName refuses switch and block names that hostlists could not refer to.
 func checkSlurmName(kind, name string) error {
 	if strings.ContainsAny(name, "[],") {
 		return fmt.Errorf("%s name %q holds hostlist syntax ('[', ']' or ','): name one %s per statement", kind, name, kind)

@@ -376,6 +376,10 @@ func TestSlurmNodeClass(t *testing.T) {
 	if s := f.Summarize(); s.GPUModels["H100-80GB"] != 80 || s.InjectionGbps != 10*8*400 {
 		t.Errorf("summary %+v", s)
 	}
+	f, err = ParseSlurmConf("a.conf", in, SlurmOptions{NodeClass: NodeClass{GPUModel: "L40S", GPUs: 4}})
+	if err != nil || f.Classes[0].Name != "slurm-node" || f.NumGPUs() != 40 {
+		t.Errorf("unnamed class: %v, %+v", err, f.Classes)
+	}
 	_, err = ParseSlurmConf("a.conf", in, SlurmOptions{NodeClass: NodeClass{Name: "none", GPUs: 0, GPUModel: "x"}})
 	if err == nil || !strings.Contains(err.Error(), "gpus must be between 1 and 64") {
 		t.Errorf("bad class: %v", err)

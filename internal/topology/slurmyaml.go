@@ -75,6 +75,9 @@ func readSlurmYAML(file string, data []byte) (*slurmInput, error) {
 	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		root = resolveYAML(root.Content[0])
 	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil, errorf(file, 0, "no topologies: expected a list of topologies (- topology: NAME)")
+	}
 	if root.Kind != yaml.SequenceNode {
 		return nil, errorf(file, root.Line, "expected a list of topologies (- topology: NAME), got %s", yamlKind(root))
 	}

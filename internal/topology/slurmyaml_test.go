@@ -88,6 +88,7 @@ func TestSlurmYAMLErrors(t *testing.T) {
 	}{
 		{"empty", "", "x.yaml: file is empty"},
 		{"comment only", "# nothing\n", "x.yaml: file is empty"},
+		{"empty document", "---\n", "x.yaml: no topologies: expected a list of topologies"},
 		{"binary", slurmYAMLTree + "\x00\x01", "x.yaml:11: binary data (NUL byte)"},
 		{"syntax", "- topology: [t1\n  tree:\n", "x.yaml:1: did not find expected ',' or ']'"},
 		{"truncated", slurmYAMLTree[:strings.Index(slurmYAMLTree, "      - switch: s2")], `x.yaml:6: switch "root" lists child switch "s2", which is never defined`},
