@@ -148,7 +148,7 @@ func scanIBNet(name string, data []byte) (*ibCapture, error) {
 		return nil, errorf(name, 0, "file is binary: expected ibnetdiscover output (text)")
 	}
 	c := &ibCapture{name: name, byID: map[string]int32{}}
-	s := string(data)
+	s := strings.TrimPrefix(string(data), "\ufeff") // a byte-order mark from an editor
 	cur := int32(-1)
 	for lineNo := 1; len(s) > 0; lineNo++ {
 		var l string

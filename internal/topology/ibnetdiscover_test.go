@@ -371,9 +371,10 @@ func TestIBNetDiscoverShapes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f, err := ParseIBNetDiscover("fab.out", []byte(tc.fab.String()), IBNetDiscoverOptions{})
+			text := tc.fab.String()
+			f, err := ParseIBNetDiscover("fab.out", []byte(text), IBNetDiscoverOptions{})
 			if err != nil {
-				t.Fatalf("%v\n%s", err, tc.fab)
+				t.Fatalf("%v\n%s", err, text)
 			}
 			s := f.Summarize()
 			if d := cmp.Diff(tc.want, ibShapeOf(s)); d != "" {
@@ -392,6 +393,23 @@ func TestIBNetDiscoverShapes(t *testing.T) {
 			}
 			ibncclCheckFabric(t, f)
 		})
+	}
+}
+
+// TestIBNetDiscoverLineEnds reads a capture saved by a Windows editor
+// (byte-order mark, CRLF) as the original.
+func TestIBNetDiscoverLineEnds(t *testing.T) {
+	text := ibTwoSU().String()
+	want, err := ParseIBNetDiscover("fab.out", []byte(text), IBNetDiscoverOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := Parse("fab.out", []byte("\ufeff"+strings.ReplaceAll(text, "\n", "\r\n")), FormatAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want.Summarize(), got.Summarize()); d != "" {
+		t.Errorf("summary (-LF +BOM/CRLF):\n%s", d)
 	}
 }
 

@@ -336,7 +336,8 @@ func ParseNCCLTopo(name string, data []byte) (*NCCLTopo, error) {
 	}
 	p := &ncclParser{name: name, busLine: map[string]int{}, numaSet: map[int]int{}, unknown: map[string]bool{},
 		devSeen: map[int]int{}, netSeen: map[string]int{}}
-	dec := xml.NewDecoder(bytes.NewReader(data))
+	// encoding/xml reads a byte-order mark as text; it is not.
+	dec := xml.NewDecoder(bytes.NewReader(bytes.TrimPrefix(data, []byte("\ufeff"))))
 	stack := []int{}
 	sawRoot := false
 	for {

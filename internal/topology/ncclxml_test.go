@@ -198,6 +198,14 @@ func TestNCCLXMLOptions(t *testing.T) {
 	}
 }
 
+func TestNCCLXMLByteOrderMark(t *testing.T) {
+	data := append([]byte("\ufeff"), ibReadTestdata(t, "testdata/azure-ndv5-topo.xml")...)
+	f, format, err := Parse("bom.xml", data, FormatAuto)
+	if err != nil || format != FormatNCCLXML || f.NumGPUs() != 8 {
+		t.Fatalf("%s, %v", format, err)
+	}
+}
+
 func TestNCCLTopoOrder(t *testing.T) {
 	// CUDA indexes given: they order the GPUs, not the bus IDs.
 	xml := `<system version="1"><cpu numaid="0">
