@@ -144,7 +144,25 @@ type slurmInput struct {
 	blockSizesLine int
 	rings          []string // RingName values, skipped
 	warnings       []string
-	names          int // names expanded so far, against maxSlurmNames
+	names          int  // names expanded so far, against maxSlurmNames
+	yaml           bool // read from topology.yaml: errors use its key names
+}
+
+// key names a key as the file writes it: "Nodes=" in topology.conf,
+// "nodes" in topology.yaml.
+func (in *slurmInput) key(conf, yaml string) string {
+	if in.yaml {
+		return yaml
+	}
+	return conf + "="
+}
+
+// switchEntry says how the file defines switch name.
+func (in *slurmInput) switchEntry(name string) string {
+	if in.yaml {
+		return "a switch: " + name + " entry"
+	}
+	return "a SwitchName=" + name + " line"
 }
 
 // readSlurmConf splits topology.conf into statements.
@@ -380,19 +398,19 @@ func checkBlockSizes(sizes []int) error {
 	return nil
 }
 
-// expand expands the hostlist of key in the statement of kind and name,
-// counting against the file's budget of names.
+// expand expands the hostlist given to key ("Nodes=", "nodes:") by the
+// statement of kind and name, counting against the file's budget of names.
 func (in *slurmInput) expand(expr string, line int, kind, name, key string) ([]string, error) {
 	names, err := ExpandHostlist(expr)
 	if err != nil {
-		return nil, errorf(in.file, line, "%s %q: %s=: %v", kind, name, key, err)
+		return nil, errorf(in.file, line, "%s %q: %s: %v", kind, name, key, err)
 	}
 	if len(names) == 0 {
-		return nil, errorf(in.file, line, "%s %q: %s=: hostlist %q names nothing", kind, name, key, expr)
+		return nil, errorf(in.file, line, "%s %q: %s: hostlist %q names nothing", kind, name, key, expr)
 	}
 	in.names += len(names)
 	if in.names > maxSlurmNames {
-		return nil, errorf(in.file, line, "%s %q: %s=: the file names more than %d nodes and switches", kind, name, key, maxSlurmNames)
+		return nil, errorf(in.file, line, "%s %q: %s: the file names more than %d nodes and switches", kind, name, key, maxSlurmNames)
 	}
 	return names, nil
 }
@@ -466,7 +484,7 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 		}
 		index[s.name] = int32(i)
 		if s.nodes != "" && s.children != "" {
-			return errorf(in.file, s.line, "switch %q has both Switches= and Nodes=: only a leaf switch holds nodes", s.name)
+			return errorf(in.file, s.line, "switch %q has both %s and %s: only a leaf switch holds nodes", s.name, in.key("Switches", "children"), in.key("Nodes", "nodes"))
 		}
 	}
 	ts := make([]treeSwitch, len(sws))
@@ -478,7 +496,7 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 	for i := range sws {
 		s := &sws[i]
 		if s.children != "" {
-			kids, err := in.expand(s.children, s.childrenLine, "switch", s.name, "Switches")
+			kids, err := in.expand(s.children, s.childrenLine, "switch", s.name, in.key("Switches", "children"))
 			if err != nil {
 				return err
 			}
@@ -486,9 +504,9 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 				c, ok := index[k]
 				switch {
 				case !ok:
-					return errorf(in.file, s.childrenLine, "switch %q lists child switch %q, which is never defined (expected a SwitchName=%s line)", s.name, k, k)
+					return errorf(in.file, s.childrenLine, "switch %q lists child switch %q, which is never defined (expected %s)", s.name, k, in.switchEntry(k))
 				case c == int32(i):
-					return errorf(in.file, s.childrenLine, "switch %q lists itself under Switches=: switches must form a tree", s.name)
+					return errorf(in.file, s.childrenLine, "switch %q lists itself as a child (%s): switches must form a tree", s.name, in.key("Switches", "children"))
 				case ts[c].parent == int32(i):
 					return errorf(in.file, s.childrenLine, "switch %q lists child switch %q twice", s.name, k)
 				case ts[c].parent >= 0:
@@ -500,7 +518,7 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 			}
 		}
 		if s.nodes != "" {
-			nodes, err := in.expand(s.nodes, s.nodesLine, "switch", s.name, "Nodes")
+			nodes, err := in.expand(s.nodes, s.nodesLine, "switch", s.name, in.key("Nodes", "nodes"))
 			if err != nil {
 				return err
 			}
@@ -565,7 +583,7 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 		}
 	}
 	if len(kept) == 0 {
-		return errorf(in.file, 0, "no switch has nodes below it: expected a SwitchName= line with Nodes=")
+		return errorf(in.file, 0, "no switch has nodes below it: expected a leaf switch with %s", in.key("Nodes", "nodes"))
 	}
 
 	// Levels: one root above the leaves is the cluster; otherwise a logical
@@ -731,9 +749,9 @@ func (in *slurmInput) checkBlocks() ([][]string, error) {
 		}
 		names[bl.name] = i
 		if bl.nodes == "" {
-			return nil, errorf(in.file, bl.line, "block %q has no Nodes=", bl.name)
+			return nil, errorf(in.file, bl.line, "block %q has no %s", bl.name, in.key("Nodes", "nodes"))
 		}
-		nodes, err := in.expand(bl.nodes, bl.line, "block", bl.name, "Nodes")
+		nodes, err := in.expand(bl.nodes, bl.line, "block", bl.name, in.key("Nodes", "nodes"))
 		if err != nil {
 			return nil, err
 		}

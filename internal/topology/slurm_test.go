@@ -288,7 +288,7 @@ var slurmConfBad = []struct {
 	{"node twice on a leaf", "SwitchName=s0 Nodes=n[0-3],n2\n", `x.conf:1: switch "s0" lists node "n2" twice`},
 	{"loop", "SwitchName=c Nodes=n1\nSwitchName=a Switches=b\nSwitchName=b Switches=a\n", `x.conf:2: switch loop a -> b -> a`},
 	{"longer loop", "SwitchName=a Switches=b\nSwitchName=b Switches=c\nSwitchName=c Switches=a,leaf\nSwitchName=leaf Nodes=n1\n", `x.conf:1: switch loop`},
-	{"self child", "SwitchName=a Switches=a\n", `x.conf:1: switch "a" lists itself under Switches=`},
+	{"self child", "SwitchName=a Switches=a\n", `x.conf:1: switch "a" lists itself as a child (Switches=)`},
 	{"descending range", "SwitchName=s0 Nodes=n[5-2]\n", `x.conf:1: switch "s0": Nodes=: hostlist "n[5-2]": range 5-2 counts down`},
 	{"two parents", "SwitchName=p1 Switches=s0\nSwitchName=p2 Switches=s0\nSwitchName=s0 Nodes=n1\n", `x.conf:2: switch "s0" is listed under both "p1" (line 1) and "p2"`},
 	{"child twice", "SwitchName=p Switches=s0,s0\nSwitchName=s0 Nodes=n1\n", `x.conf:1: switch "p" lists child switch "s0" twice`},

@@ -123,7 +123,7 @@ func readSlurmYAML(file string, data []byte) (*slurmInput, error) {
 		}
 		return nil, errorf(file, root.Line, "no tree or block topology, only %s: flat, ring and torus3d topologies are not modelled", listSome(kinds))
 	}
-	in := &slurmInput{file: file}
+	in := &slurmInput{file: file, yaml: true}
 	for i := range topos {
 		switch {
 		case i == chosen:
