@@ -592,9 +592,7 @@ func (c *ibCapture) build(opts IBNetDiscoverOptions) (*Fabric, error) {
 		return nil, errorf(c.name, 0, "%s", msg)
 	}
 	b.markLeaves()
-	if err := b.tiers(); err != nil {
-		return nil, err
-	}
+	b.tiers()
 	if err := b.leafDomains(); err != nil {
 		return nil, err
 	}
@@ -616,7 +614,7 @@ func (b *ibBuild) noSwitches() error {
 	nd := &b.c.nodes[0]
 	links := "no links"
 	if len(nd.ports) > 0 {
-		links = fmt.Sprintf("%d links", len(nd.ports))
+		links = ibCount(len(nd.ports), "link", "links")
 	}
 	return errorf(b.c.name, nd.line, "%s %q (%q) has %s and the file has no switch: expected the capture of a fabric, with Switch blocks listing the hosts' HCAs (was the port down when ibnetdiscover ran?)",
 		nd.kind, nd.id, nd.desc, links)
@@ -627,9 +625,7 @@ func (b *ibBuild) collectHosts() {
 	c := b.c
 	type claim struct {
 		host, hca string
-		ca        int32
-		port      int
-		sw        int32
+		ca, sw    int32
 		gbps      float64
 	}
 	var claims []claim
@@ -662,7 +658,7 @@ func (b *ibBuild) collectHosts() {
 			if len(onSwitch) > 1 {
 				name = fmt.Sprintf("%s:%d", hca, p.num)
 			}
-			claims = append(claims, claim{host, name, int32(i), p.num, p.peer, p.gbps})
+			claims = append(claims, claim{host, name, int32(i), p.peer, p.gbps})
 		}
 	}
 	// A host name with the same HCA twice belongs to two machines.
@@ -731,7 +727,7 @@ func (b *ibBuild) markLeaves() {
 // tiers numbers switches by hops from the nearest leaf switch. Switches
 // with hosts the loader set aside but no compute host (a leaf whose hosts
 // are unnamed) are left out, or they would pass for spines or cores.
-func (b *ibBuild) tiers() error {
+func (b *ibBuild) tiers() {
 	c := b.c
 	b.tier = make([]int, len(c.nodes))
 	var queue []int32
@@ -797,7 +793,6 @@ func (b *ibBuild) tiers() error {
 	if sameTier > 0 {
 		b.warnings = append(b.warnings, fmt.Sprintf("ignored %s between switches of the same tier (not a fat tree there)", ibCount(sameTier, "link", "links")))
 	}
-	return nil
 }
 
 // leafDomains groups leaf switches that share hosts.
