@@ -19,7 +19,7 @@ func (s *Scheduler) Clone() *Scheduler {
 	qmap := map[*queue]*queue{}
 	for _, q := range s.qt.all {
 		n := &queue{spec: q.spec, guaranteed: q.guaranteed, limit: q.limit, weight: q.weight, cur: q.cur,
-			curM: append([]int64(nil), q.curM...), dec: append([]float64(nil), q.dec...), restored: q.restored}
+			curM: append([]int64(nil), q.curM...), dec: append([]float64(nil), q.dec...), restored: q.restored, whole: q.whole}
 		if q.tenantBy != nil {
 			n.tenantBy = map[string]*tenant{}
 			for _, t := range q.tenants {

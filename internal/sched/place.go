@@ -137,10 +137,10 @@ func (pl *placer) placeInPool(v *view, p int, rq *request, ms *miss) bool {
 			pl.allocs = append(pl.allocs, NodeAlloc{n, pickGPUs(v.st.FreeMask(n), g, rq.n, rq.gpr)})
 			return true
 		}
-		if rq.scope.node || (rq.scope.nvlink && !pl.t.nvlMulti) {
+		if rq.n == 1 || rq.scope.node || (rq.scope.nvlink && !pl.t.nvlMulti) {
 			*ms = miss{need: need, unit: unitGPUs, level: topology.LevelNode, best: pl.mostOnNode(v, p, rq.within),
 				dom: topology.NoDomain, model: rq.model}
-			return false
+			return false // one replica never spans nodes
 		}
 	} else if rq.scope.node || (rq.scope.nvlink && !pl.t.nvlMulti) {
 		return false // validation rejects this; a shrunk pool may get here

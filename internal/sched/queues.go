@@ -26,6 +26,7 @@ type queue struct {
 	curM       []int64   // the same per GPU model
 	dec        []float64 // past usage per model, decayed by the half-life
 	restored   int64     // GPUs of restored jobs below (may exceed limits)
+	whole      bool      // guaranteed the whole fabric: the guarantee never binds
 
 	// leaf queues only
 	tenants  []*tenant // sorted by name
@@ -75,9 +76,13 @@ func buildQueues(qs []Queue, totalGPUs int, models int) (*queueTree, error) {
 		}
 		q := &queue{spec: s, guaranteed: int64(s.Guaranteed), limit: -1, weight: s.Weight,
 			curM: make([]int64, models), dec: make([]float64, models)}
-		if s.BorrowLimit >= 0 {
+		// A limit or guarantee as large as the fabric never binds before
+		// capacity does: leave it out, so a full fabric reads as full, not
+		// as a queue at its quota.
+		if s.BorrowLimit >= 0 && s.Guaranteed+s.BorrowLimit < totalGPUs {
 			q.limit = int64(s.Guaranteed + s.BorrowLimit)
 		}
+		q.whole = s.Guaranteed >= totalGPUs
 		if q.weight == 0 {
 			q.weight = 1
 		}
@@ -231,7 +236,7 @@ func (s *Scheduler) queueKey(q *queue) (int, float64) {
 // within its guarantee.
 func inQuota(j *job, gpus int64) bool {
 	for a := j.leaf; a != nil; a = a.parent {
-		if a.cur+gpus > a.guaranteed {
+		if !a.whole && a.cur+gpus > a.guaranteed {
 			return false
 		}
 	}
@@ -249,7 +254,7 @@ func quotaRoom(j *job) (int, wait) {
 			room = a.limit - a.cur
 			w = wait{code: wQuota, q: a, n1: a.cur, n2: a.limit}
 		}
-		if !j.spec.Preemptible && a.guaranteed-a.cur < room {
+		if !j.spec.Preemptible && !a.whole && a.guaranteed-a.cur < room {
 			room = a.guaranteed - a.cur
 			w = wait{code: wInQuota, q: a, n1: a.cur, n2: a.guaranteed}
 		}
