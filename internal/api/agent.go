@@ -211,4 +211,6 @@ type RankRec struct {
 	Exited   bool   `json:"exited,omitempty"`
 	ExitCode int    `json:"exitCode,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Checkpoints counts checkpoint events of the rank.
+	Checkpoints int `json:"checkpoints,omitempty"`
 }

@@ -86,8 +86,13 @@ type Queue struct {
 type QueueSpec struct {
 	Parent string `json:"parent,omitempty"`
 	// Quota is the number of GPUs the queue is guaranteed (by reclaiming
-	// what others borrowed).
+	// what others borrowed). Jobs that are not preemptible run only within
+	// it.
 	Quota int `json:"quota"`
+	// QuotaRemainder guarantees a top-level queue every GPU that the other
+	// top-level queues' quotas leave over (the "default" queue made at
+	// first start has it, so a fresh cloud runs jobs at once).
+	QuotaRemainder bool `json:"quotaRemainder,omitempty"`
 	// BorrowingLimit caps how many GPUs above Quota the queue may use on
 	// idle capacity; nil means no limit.
 	BorrowingLimit *int `json:"borrowingLimit,omitempty"`

@@ -276,6 +276,12 @@ func ValidateQueue(q *Queue) error {
 	if q.Spec.Quota < 0 {
 		e.add("spec.quota", "must not be negative")
 	}
+	if q.Spec.QuotaRemainder && q.Spec.Parent != "" {
+		e.add("spec.quotaRemainder", "only for a top-level queue")
+	}
+	if q.Spec.QuotaRemainder && q.Spec.Quota != 0 {
+		e.add("spec.quotaRemainder", "leave spec.quota out with it")
+	}
 	if b := q.Spec.BorrowingLimit; b != nil && *b < 0 {
 		e.add("spec.borrowingLimit", "must not be negative (leave it out for no limit)")
 	}

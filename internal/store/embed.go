@@ -87,6 +87,7 @@ func StartMember(ctx context.Context, mc MemberConfig) (*Embedded, error) {
 	}
 	cfg.Logger = "zap"
 	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(errorLogger())
 	cfg.UnsafeNoFsync = mc.NoFsync
 	cfg.MaxTxnOps = mc.MaxTxnOps
 	cfg.MaxRequestBytes = 4 << 20

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -94,16 +95,24 @@ func Open(ctx context.Context, endpoints []string, o Options) (*Store, error) {
 	return s, nil
 }
 
-// errorLogger keeps etcd's own logs to errors (they are noisy on close).
+// errorLogger keeps etcd's own logs to errors, minus the ones every
+// shutdown prints ("setting up serving from embedded etcd failed ... server
+// closed"): a real serving failure also surfaces through Etcd.Err().
 func errorLogger() *zap.Logger {
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
-	cfg.Sampling = nil
-	l, err := cfg.Build()
-	if err != nil {
-		return zap.NewNop()
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.ErrorLevel)
+	return zap.New(quietCore{core})
+}
+
+type quietCore struct{ zapcore.Core }
+
+func (c quietCore) With(f []zapcore.Field) zapcore.Core { return quietCore{c.Core.With(f)} }
+
+func (c quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if strings.HasPrefix(e.Message, "setting up serving from embedded etcd failed") {
+		return ce
 	}
-	return l
+	return c.Core.Check(e, ce)
 }
 
 // Client is the etcd client, for elections, leases and watches.
@@ -141,12 +150,18 @@ func retryable(ctx context.Context, err error) bool {
 	}
 	msg := err.Error()
 	// Request-shaped errors fail the same way every time.
-	for _, perm := range []string{"request is too large", "too many operations", "invalid", "permission denied", "exceeded"} {
+	for _, perm := range []string{"request is too large", "too many operations", "invalid", "permission denied", "exceeded", "not found"} {
 		if strings.Contains(msg, perm) && !strings.Contains(msg, "deadline exceeded") {
 			return false
 		}
 	}
 	return true
+}
+
+// Do runs op (a call on Client()) with the store's per-call timeout and
+// retries.
+func (s *Store) Do(ctx context.Context, op func(ctx context.Context) error) error {
+	return s.retry(ctx, op)
 }
 
 // KV is a stored value with its revisions.
