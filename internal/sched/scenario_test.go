@@ -159,9 +159,9 @@ func TestPreemption(t *testing.T) {
 			{at: 30 * min_, finish: []string{"b"}, want: []dec{place("q", 1, "n02:0-7")}},
 		},
 	}, {
-		name: "least attained service preempts the job that attained a band more",
-		fab:  fab{leaves: 1, nodes: 1, gpus: 8},
-		cfg:  Config{Policy: PolicyLAS, MinRuntime: 10 * min_, LASQuantum: 3600, LASFactor: 10},
+		name:    "least attained service preempts the job that attained a band more",
+		fab:     fab{leaves: 1, nodes: 1, gpus: 8},
+		cfg:     Config{Policy: PolicyLAS, MinRuntime: 10 * min_, LASQuantum: 3600, LASFactor: 10},
 		running: []restored{{jb("old").gang(1, 8).obj(), "n00:0-7", -hour}}, // 28,800 GPU-s: band 1
 		steps: []step{
 			{submit: []Job{jb("new").gang(1, 8).prio(100).obj()}, want: []dec{preempt("old", "new"), place("new", 1, "n00:0-7")}},
@@ -255,7 +255,7 @@ func TestFailuresAndElasticity(t *testing.T) {
 		// racks of two 4-GPU nodes: {n00,n01} {n02,n03}
 		fab: fab{leaves: 1, nodes: 4, gpus: 4, nvlink: 2}, cfg: cfg,
 		running: []restored{{jb("e").gang(4, 4).tp(8).min(2).obj(), "n00:0-3 n01:0-3 n02:0-3 n03:0-3", -hour}},
-		steps: []step{{down: []string{"n03"}, noCycle: true, want: []dec{shrink("e", 2, "n00:0-3 n01:0-3")}}},
+		steps:   []step{{down: []string{"n03"}, noCycle: true, want: []dec{shrink("e", 2, "n00:0-3 n01:0-3")}}},
 	}, {
 		name: "a node down twice and an unknown node change nothing",
 		fab:  four, cfg: cfg,
@@ -284,9 +284,9 @@ func TestPeerFailureModes(t *testing.T) {
 			want:   []dec{place("big", 2, "n00:0-7 n01:0-7")},
 		}},
 	}, {
-		name: "a doomed job is not re-picked into evictions every cycle and starves no one",
-		fab:  four,
-		cfg:  DefaultConfig(),
+		name:    "a doomed job is not re-picked into evictions every cycle and starves no one",
+		fab:     four,
+		cfg:     DefaultConfig(),
 		running: []restored{{jb("s0").gang(1, 8).obj(), "n00:0-7", -hour}},
 		steps: []step{
 			{down: []string{"n01", "n03"}, submit: []Job{jb("doomed").gang(2, 8).prio(100).required(topology.LevelLeaf).obj(), jb("s1").gang(1, 8).at(1).obj()},
