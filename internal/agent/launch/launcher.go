@@ -327,9 +327,9 @@ func (l *Launcher) save() {
 
 // rankPaths are the files of one rank.
 type rankPaths struct {
-	genDir, dir, work      string
-	log, exit, pid         string
-	checkpoint             string
+	genDir, dir, work       string
+	log, exit, pid          string
+	checkpoint              string
 	hostfile, hostfileMPICH string
 }
 
