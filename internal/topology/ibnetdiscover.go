@@ -117,6 +117,7 @@ type ibNode struct {
 	kind   ibKind
 	nports int
 	desc   string
+	sharp  bool // a SHARP aggregation node (inside a Quantum switch)
 	line   int
 	ports  []ibPort
 	// byPort maps a port number to its index in ports, -1 when not
@@ -242,7 +243,8 @@ func (c *ibCapture) addNode(t string, line int) (int32, error) {
 	}
 	n := int32(len(c.nodes))
 	c.byID[id] = n
-	c.nodes = append(c.nodes, ibNode{id: id, kind: kind, nports: nports, desc: desc, line: line})
+	c.nodes = append(c.nodes, ibNode{id: id, kind: kind, nports: nports, desc: desc, line: line,
+		sharp: kind == ibCA && ibIsSHARP(desc)})
 	return n, nil
 }
 
@@ -504,7 +506,7 @@ type ibHost struct {
 func ibHostName(desc string, mgmt *regexp.Regexp) (host, hca string, reason int) {
 	low := strings.ToLower(desc)
 	switch {
-	case strings.Contains(low, "aggregation node"):
+	case ibIsSHARP(desc):
 		return "", "", ibAsideSHARP
 	case strings.Contains(low, "mellanox technologies") || strings.Contains(low, "nvidia technologies") ||
 		ibFirmwareDesc.MatchString(desc) || strings.TrimSpace(desc) == "":
@@ -522,6 +524,11 @@ func ibHostName(desc string, mgmt *regexp.Regexp) (host, hca string, reason int)
 		return host, hca, ibAsideManagement
 	}
 	return host, hca, -1
+}
+
+// ibIsSHARP tells the description of a SHARP aggregation node.
+func ibIsSHARP(desc string) bool {
+	return strings.Contains(strings.ToLower(desc), "aggregation node")
 }
 
 var (
@@ -744,7 +751,7 @@ func (b *ibBuild) tiers() {
 			continue
 		}
 		for _, p := range nd.ports {
-			if pn := &c.nodes[p.peer]; pn.kind == ibCA && !strings.Contains(strings.ToLower(pn.desc), "aggregation node") {
+			if pn := &c.nodes[p.peer]; pn.kind == ibCA && !pn.sharp {
 				b.tier[i] = -2 // an edge switch without compute hosts
 			}
 		}
@@ -980,7 +987,7 @@ func (b *ibBuild) leafCount() int {
 }
 
 // upperDomains groups the switches of each tier above the leaves by the
-// child domains they connect, bottom-up.
+// child domains they connect, bottom-up, then roots and names the tree.
 func (b *ibBuild) upperDomains() error {
 	c := b.c
 	maxTier := 0
@@ -1002,63 +1009,79 @@ func (b *ibBuild) upperDomains() error {
 	}
 	var tops []int // domains with nothing above them
 	for t := 1; t <= maxTier; t++ {
-		uf := newIBUnionFind(len(b.domains))
-		var sws []int32
-		above := map[int]bool{}
-		for i := range c.nodes {
-			if b.tier[i] != t {
-				continue
-			}
-			sws = append(sws, int32(i))
-			first := -1
-			for _, p := range c.nodes[i].ports {
-				if b.tier[p.peer] != t-1 || c.nodes[p.peer].kind != ibSwitch {
-					continue
-				}
-				d := b.domOf[p.peer]
-				above[d] = true
-				if first < 0 {
-					first = d
-				} else {
-					uf.union(int32(first), int32(d))
-				}
-			}
-		}
-		b.sortSwitches(sws)
-		group := map[int32]int{}
-		var next []int
-		for _, s := range sws {
-			var child int
-			for _, p := range c.nodes[s].ports {
-				if b.tier[p.peer] == t-1 && c.nodes[p.peer].kind == ibSwitch {
-					child = b.domOf[p.peer]
-					break
-				}
-			}
-			r := uf.find(int32(child))
-			d, ok := group[r]
-			if !ok {
-				d = len(b.domains)
-				group[r] = d
-				b.domains = append(b.domains, ibDomain{tier: t, parent: -1})
-				next = append(next, d)
-			}
-			b.domains[d].switches = append(b.domains[d].switches, s)
-			b.domOf[s] = d
-		}
-		for _, d := range cur {
-			if !above[d] {
-				tops = append(tops, d)
-				continue
-			}
-			p := group[uf.find(int32(d))]
-			b.domains[d].parent = p
-			b.domains[p].children = append(b.domains[p].children, d)
-		}
-		cur = next
+		var orphans []int
+		cur, orphans = b.groupTier(t, cur)
+		tops = append(tops, orphans...)
 	}
 	tops = append(tops, cur...)
-	// Uplinks: each switch's links one tier up.
+	b.uplinks()
+	b.root(tops)
+	if err := b.levels(); err != nil {
+		return err
+	}
+	b.nameDomains()
+	return nil
+}
+
+// groupTier makes the domains of tier t: its switches joined by the child
+// domains (of tier t-1, listed in below) they share. It returns the new
+// domains, and the children with no switch above them.
+func (b *ibBuild) groupTier(t int, below []int) (next, orphans []int) {
+	c := b.c
+	uf := newIBUnionFind(len(b.domains))
+	var sws []int32
+	above := map[int]bool{}
+	child := map[int32]int{} // switch -> one child domain
+	for i := range c.nodes {
+		if b.tier[i] != t {
+			continue
+		}
+		sws = append(sws, int32(i))
+		first := -1
+		for _, p := range c.nodes[i].ports {
+			if b.tier[p.peer] != t-1 || c.nodes[p.peer].kind != ibSwitch {
+				continue
+			}
+			d := b.domOf[p.peer]
+			above[d] = true
+			if first < 0 {
+				first = d
+				child[int32(i)] = d
+			} else {
+				uf.union(int32(first), int32(d))
+			}
+		}
+	}
+	b.sortSwitches(sws)
+	group := map[int32]int{} // union-find root -> new domain
+	for _, s := range sws {
+		r := uf.find(int32(child[s]))
+		d, ok := group[r]
+		if !ok {
+			d = len(b.domains)
+			group[r] = d
+			b.domains = append(b.domains, ibDomain{tier: t, parent: -1})
+			next = append(next, d)
+		}
+		b.domains[d].switches = append(b.domains[d].switches, s)
+		b.domOf[s] = d
+	}
+	for _, d := range below {
+		if !above[d] {
+			orphans = append(orphans, d)
+			continue
+		}
+		p := group[uf.find(int32(d))]
+		b.domains[d].parent = p
+		b.domains[p].children = append(b.domains[p].children, d)
+	}
+	return next, orphans
+}
+
+// uplinks sums each domain's links one tier up; one link of unknown speed
+// leaves the sum unknown (0).
+func (b *ibBuild) uplinks() {
+	c := b.c
 	for d := range b.domains {
 		dom := &b.domains[d]
 		if dom.parent < 0 {
@@ -1077,26 +1100,33 @@ func (b *ibBuild) upperDomains() error {
 			dom.uplink = sum
 		}
 	}
-	// The root: the single top domain when it has switches, else a cluster
-	// without switches over the parts.
+}
+
+// root makes the single top domain the cluster when it has switches, else
+// puts the parts under a cluster without switches.
+func (b *ibBuild) root(tops []int) {
 	if len(tops) == 1 && b.domains[tops[0]].tier > 0 {
 		b.domains[tops[0]].level = LevelCluster
 		b.domains[tops[0]].name = "cluster"
-	} else {
-		root := len(b.domains)
-		b.domains = append(b.domains, ibDomain{tier: -1, level: LevelCluster, name: "cluster", parent: -1, children: tops})
-		for _, d := range tops {
-			b.domains[d].parent = root
-		}
-		if len(tops) > 1 {
-			names := make([]string, 0, len(tops))
-			for _, d := range tops {
-				names = append(names, b.names[b.domains[d].switches[0]])
-			}
-			b.warnings = append(b.warnings, fmt.Sprintf("the fabric is in %d parts with no switch above them (parts holding %s): they cannot reach each other",
-				len(tops), ibList(names, 4)))
-		}
+		return
 	}
+	root := len(b.domains)
+	b.domains = append(b.domains, ibDomain{tier: -1, level: LevelCluster, name: "cluster", parent: -1, children: tops})
+	for _, d := range tops {
+		b.domains[d].parent = root
+	}
+	if len(tops) > 1 {
+		names := make([]string, 0, len(tops))
+		for _, d := range tops {
+			names = append(names, b.names[b.domains[d].switches[0]])
+		}
+		b.warnings = append(b.warnings, fmt.Sprintf("the fabric is in %d parts with no switch above them (parts holding %s): they cannot reach each other",
+			len(tops), ibList(names, 4)))
+	}
+}
+
+// levels names the tiers between leaf and cluster: blocks, then pods.
+func (b *ibBuild) levels() error {
 	for d := range b.domains {
 		dom := &b.domains[d]
 		if dom.level == LevelCluster || dom.tier == 0 {
@@ -1108,11 +1138,17 @@ func (b *ibBuild) upperDomains() error {
 		case 2:
 			dom.level = LevelPod
 		default:
-			return errorf(c.name, c.nodes[dom.switches[0]].line, "switch %q is %d tiers above the leaves: the model holds at most four tiers (leaf, block, pod, cluster)",
-				b.names[dom.switches[0]], dom.tier)
+			s := dom.switches[0]
+			return errorf(b.c.name, b.c.nodes[s].line, "switch %q is %d tiers above the leaves: the model holds at most four tiers (leaf, block, pod, cluster)",
+				b.names[s], dom.tier)
 		}
 	}
-	// Names, numbered in switch-name order within each level.
+	return nil
+}
+
+// nameDomains numbers the domains of each level in switch-name order:
+// leaf-01, block-01.
+func (b *ibBuild) nameDomains() {
 	count := map[Level]int{}
 	total := map[Level]int{}
 	for _, dom := range b.domains {
@@ -1125,7 +1161,6 @@ func (b *ibBuild) upperDomains() error {
 			dom.name = fmt.Sprintf("%s-%0*d", dom.level, max(2, len(strconv.Itoa(total[dom.level]))), count[dom.level])
 		}
 	}
-	return nil
 }
 
 // sortSwitches orders switches by name, naturally.
@@ -1199,7 +1234,7 @@ func (b *ibBuild) radix(s int32) int {
 	nd := &b.c.nodes[s]
 	r := nd.nports
 	for _, p := range nd.ports {
-		if pn := &b.c.nodes[p.peer]; pn.kind == ibCA && strings.Contains(strings.ToLower(pn.desc), "aggregation node") {
+		if b.c.nodes[p.peer].sharp {
 			r--
 		}
 	}
