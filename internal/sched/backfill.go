@@ -84,10 +84,13 @@ func (c *cycle) reserve(j *job) {
 func (c *cycle) backfill(j *job, lo, hi int) {
 	short := !c.resInf && j.spec.Runtime > 0 && !c.now.Add(j.spec.Runtime).After(c.resT)
 	if short {
-		c.allocate(j, c.s.v, lo, hi)
+		if c.allocate(j, c.s.v, lo, hi) {
+			c.out[len(c.out)-1].Reason = "backfill: ends before the reserved start of job " + c.head.spec.ID
+		}
 		return
 	}
 	if c.allocate(j, c.held, lo, hi) {
+		c.out[len(c.out)-1].Reason = "backfill: outside the reservation of job " + c.head.spec.ID
 		return
 	}
 	if p, _ := c.find(c.s.v, j, lo, hi); p != nil {

@@ -54,8 +54,12 @@ func (s *Scheduler) Schedule(now time.Time) []Decision {
 func (c *cycle) consider(j *job) {
 	prof := &c.s.prof
 	lo := j.minReplicas()
-	hi, qw := quotaRoom(j)
-	hi = min(hi, j.spec.Replicas)
+	hi, qw := j.spec.Replicas, wait{}
+	for _, f := range prof.filters {
+		if r, w := f.room(j); r < hi {
+			hi, qw = r, w
+		}
+	}
 	quotaOK := hi >= lo
 	if c.head != nil {
 		if quotaOK {

@@ -70,7 +70,9 @@ func (c *cycle) evict(j *job, mode evictMode) bool {
 	}
 	rank := s.prof.order.rank(s, j, c.now)
 	key := evictKey{mode, j.shape(lo), j.leaf, rank}
-	if m, ok := c.evictFails[key]; ok && m.epoch == s.v.epoch && m.placed == c.placed {
+	// A failed eviction fails again until capacity is released, or, when
+	// MinRuntime is zero, until a job placed in this cycle adds a victim.
+	if m, ok := c.evictFails[key]; ok && m.epoch == s.v.epoch && (m.placed == c.placed || s.cfg.MinRuntime > 0) {
 		return false
 	}
 	if c.placeByEvicting(j, mode, rank, lo) {
@@ -144,6 +146,20 @@ func (c *cycle) placeByEvicting(j *job, mode evictMode, rank int64, n int) bool 
 	vs := c.victims(j, mode, rank)
 	if len(vs) == 0 {
 		return false
+	}
+	free := 0
+	for _, v := range vs {
+		free += v.j.gpus
+	}
+	for p := range s.t.pools {
+		if po := &s.t.pools[p]; (j.spec.GPUModel == "" || po.model == j.spec.GPUModel) && po.gpus >= j.spec.GPUsPerReplica {
+			for _, r := range s.t.roots {
+				free += int(s.v.freeG[p][r])
+			}
+		}
+	}
+	if free < n*j.spec.GPUsPerReplica {
+		return false // not even every victim would make room
 	}
 	rq := j.request(n)
 	need := n * j.spec.GPUsPerReplica

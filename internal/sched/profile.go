@@ -28,9 +28,25 @@ type profile struct {
 	fairShare bool     // choose queues, then tenants, by fair share
 	strict    bool     // the first job that cannot start stops the cycle
 	backfill  bool     // EASY backfill with a reservation for the first blocked job
+	filters   []filter // what may be admitted at all, apart from where
 	actions   []action // tried, in order, on a job that allocate could not place
 	grow      bool
 }
+
+// filter bounds how many replicas of a job may start now, whatever the
+// placement; it returns why when that is fewer than the job needs.
+type filter interface {
+	name() string
+	room(j *job) (int, wait)
+}
+
+// quotaFilter applies the queue tree: limits (guarantee plus borrowing
+// limit) on every queue of the job's path, and for non-preemptible jobs
+// the guarantees, since they could never be reclaimed.
+type quotaFilter struct{}
+
+func (quotaFilter) name() string            { return "quota" }
+func (quotaFilter) room(j *job) (int, wait) { return quotaRoom(j) }
 
 // orderPlugin orders pending jobs (inside a tenant's lane when fair share
 // is on, globally otherwise) and ranks them for preemption.
@@ -55,17 +71,21 @@ type action interface {
 }
 
 func profileFor(p Policy) profile {
+	var pr profile
 	switch p {
 	case PolicyFIFO:
-		return fifoProfile()
+		pr = fifoProfile()
 	case PolicyBackfill:
-		return backfillProfile()
+		pr = backfillProfile()
 	case PolicyLAS:
-		return lasProfile()
+		pr = lasProfile()
 	case PolicyDRF:
-		return drfProfile()
+		pr = drfProfile()
+	default:
+		pr = defaultProfile()
 	}
-	return defaultProfile()
+	pr.filters = append([]filter{quotaFilter{}}, pr.filters...)
+	return pr
 }
 
 // jobCmp orders jobs by precomputed key (lower first), then submit time,

@@ -56,8 +56,10 @@ type NodeAlloc struct {
 	GPUs uint64 // bitmask of GPU indices on the node
 }
 
-// Placement is where a job runs. Nodes are sorted by NodeID; replica r
-// runs on the GPUs listed in order (Replicas[r] indexes Nodes).
+// Placement is where a job runs. Nodes are sorted by NodeID. Replica r
+// runs on the r-th run of GPUsPerReplica GPUs counted across Nodes in
+// order, GPU indices ascending within a node; a replica never spans nodes,
+// and consecutive replicas form the tensor-parallel groups.
 type Placement struct {
 	Nodes    []NodeAlloc
 	Replicas int // replicas placed (less than Job.Replicas when shrunk)
