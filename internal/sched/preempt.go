@@ -61,6 +61,7 @@ type victim struct {
 func (c *cycle) evict(j *job, mode evictMode) bool {
 	s := c.s
 	if s.cfg.PreemptBackoff > 0 && !j.preemptedAt.IsZero() && c.now.Before(j.preemptedAt.Add(s.cfg.PreemptBackoff)) {
+		j.wait = wait{code: wBackoff, t: j.preemptedAt}
 		return false
 	}
 	lo := j.minReplicas()

@@ -43,6 +43,15 @@ func (s *Scheduler) PendingReason(id string) string {
 	case j.state == stateRunning:
 		return ""
 	}
+	r := s.reason(j)
+	if b := s.cfg.PreemptBackoff; b > 0 && !j.preemptedAt.IsZero() && s.now.Before(j.preemptedAt.Add(b)) && j.wait.code != wBackoff {
+		r += fmt.Sprintf("; preempted at %s, it may preempt others again from %s", j.preemptedAt.UTC().Format(time.RFC3339),
+			j.preemptedAt.Add(b).UTC().Format(time.RFC3339))
+	}
+	return r
+}
+
+func (s *Scheduler) reason(j *job) string {
 	w := j.wait
 	need := j.minReplicas() * j.spec.GPUsPerReplica
 	switch w.code {
@@ -75,7 +84,7 @@ func (s *Scheduler) PendingReason(id string) string {
 		}
 		return fmt.Sprintf("%s; it would not fit even if every running job ended (%d nodes down)", s.formatMiss(j, w.ms), down)
 	case wBackoff:
-		return fmt.Sprintf("preempted at %s; may preempt others again from %s", w.t.UTC().Format(time.RFC3339),
+		return fmt.Sprintf("preempted at %s, it may preempt others again from %s", w.t.UTC().Format(time.RFC3339),
 			w.t.Add(s.cfg.PreemptBackoff).UTC().Format(time.RFC3339))
 	}
 	return "waiting for the next scheduling cycle"

@@ -141,7 +141,7 @@ func TestPreemption(t *testing.T) {
 		},
 		steps: []step{
 			{submit: []Job{jb("hi").gang(1, 8).prio(10).obj()}, want: []dec{preempt("mid", "hi"), place("hi", 1, "n00:0-7")}},
-			{at: min_, want: nil},
+			{at: min_, want: nil, reasons: map[string]string{"mid": "may preempt others again from 2025-01-01T00:05:00Z"}},
 			{at: 5 * min_, want: []dec{preempt("low", "mid"), place("mid", 1, "n01:0-7")}},
 		},
 	}, {
