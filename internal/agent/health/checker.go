@@ -41,7 +41,7 @@ func (c *Checker) Check(ctx context.Context) Report {
 	r.Problems = append(r.Problems, GPUProblems(c.gpuBase, inv, err)...)
 	hcas, err := ib.Discover(c.ibRoot)
 	if err != nil {
-		r.Problems = append(r.Problems, Problem{Check: "infiniband", Message: err.Error()})
+		r.Problems = append(r.Problems, Problem{Check: "infiniband", Message: err.Error(), GPU: -1})
 	} else {
 		r.Problems = append(r.Problems, IBProblems(c.ibBase, hcas)...)
 	}

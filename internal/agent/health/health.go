@@ -18,6 +18,8 @@ import (
 type Problem struct {
 	Check   string `json:"check"` // gpu, infiniband, script
 	Message string `json:"message"`
+	// GPU is the index of the GPU at fault; -1 for the node as a whole.
+	GPU int `json:"gpu"`
 }
 
 func (p Problem) String() string { return p.Check + ": " + p.Message }
@@ -30,11 +32,25 @@ type Report struct {
 // Healthy reports whether no check failed.
 func (r Report) Healthy() bool { return len(r.Problems) == 0 }
 
+// UnhealthyGPUs lists the indices of the GPUs at fault, ascending.
+func (r Report) UnhealthyGPUs() []int {
+	var out []int
+	for _, p := range r.Problems {
+		if p.GPU >= 0 && !slices.Contains(out, p.GPU) {
+			out = append(out, p.GPU)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Reason is the cordon reason: every problem, in check order, joined.
 func (r Report) Reason() string {
-	parts := make([]string, len(r.Problems))
-	for i, p := range r.Problems {
-		parts[i] = p.String()
+	var parts []string
+	for _, p := range r.Problems {
+		if s := p.String(); !slices.Contains(parts, s) {
+			parts = append(parts, s)
+		}
 	}
 	return strings.Join(parts, "; ")
 }
@@ -62,8 +78,9 @@ var xidMeaning = map[uint64]string{
 // start. err is the error of reading the inventory now.
 func GPUProblems(baseline, now gpu.Inventory, err error) []Problem {
 	var out []Problem
+	gpuIdx := -1
 	add := func(format string, args ...any) {
-		out = append(out, Problem{Check: "gpu", Message: fmt.Sprintf(format, args...)})
+		out = append(out, Problem{Check: "gpu", Message: fmt.Sprintf(format, args...), GPU: gpuIdx})
 	}
 	if err != nil {
 		add("NVML: %v", err)
@@ -74,19 +91,27 @@ func GPUProblems(baseline, now gpu.Inventory, err error) []Problem {
 		byUUID[d.UUID] = d
 	}
 	var missing []string
+	var missingIdx []int
 	for _, b := range baseline.Devices {
 		if _, ok := byUUID[b.UUID]; !ok {
 			missing = append(missing, fmt.Sprintf("GPU %d (%s)", b.Index, b.UUID))
+			missingIdx = append(missingIdx, b.Index)
 		}
 	}
 	if len(missing) > 0 {
 		add("%d of %d GPUs missing: %s", len(missing), len(baseline.Devices), strings.Join(missing, ", "))
+		// One problem, every missing GPU unhealthy.
+		out[len(out)-1].GPU = missingIdx[0]
+		for _, i := range missingIdx[1:] {
+			out = append(out, Problem{Check: "gpu", Message: out[len(out)-1].Message, GPU: i})
+		}
 	}
 	base := map[string]gpu.Device{}
 	for _, b := range baseline.Devices {
 		base[b.UUID] = b
 	}
 	for _, d := range now.Devices {
+		gpuIdx = d.Index
 		name := fmt.Sprintf("GPU %d (%s)", d.Index, d.UUID)
 		for _, e := range d.Errors {
 			add("%s: NVML %s", name, e)
@@ -127,7 +152,7 @@ func IBProblems(baseline, now []ib.HCA) []Problem {
 	for _, b := range baseline {
 		h, ok := cur[b.Name]
 		if !ok {
-			out = append(out, Problem{Check: "infiniband", Message: b.Name + " missing"})
+			out = append(out, Problem{Check: "infiniband", Message: b.Name + " missing", GPU: -1})
 			continue
 		}
 		for _, bp := range b.Ports {
@@ -136,9 +161,9 @@ func IBProblems(baseline, now []ib.HCA) []Problem {
 			}
 			i := slices.IndexFunc(h.Ports, func(p ib.Port) bool { return p.Num == bp.Num })
 			if i < 0 {
-				out = append(out, Problem{Check: "infiniband", Message: fmt.Sprintf("%s port %d missing", b.Name, bp.Num)})
+				out = append(out, Problem{Check: "infiniband", Message: fmt.Sprintf("%s port %d missing", b.Name, bp.Num), GPU: -1})
 			} else if p := h.Ports[i]; !p.Active() {
-				out = append(out, Problem{Check: "infiniband", Message: fmt.Sprintf("%s port %d %s (%s)", b.Name, bp.Num, p.State, p.PhysState)})
+				out = append(out, Problem{Check: "infiniband", Message: fmt.Sprintf("%s port %d %s (%s)", b.Name, bp.Num, p.State, p.PhysState), GPU: -1})
 			}
 		}
 	}

@@ -36,28 +36,33 @@ func TestGPUProblems(t *testing.T) {
 		now  gpu.Inventory
 		err  error
 		want []string
+		bad  []int
 	}{
-		{"healthy", inv(dev(0), dev(1), dev(2)), nil, nil},
-		{"missing GPU", inv(dev(0), dev(2)), nil, []string{"gpu: 1 of 3 GPUs missing: GPU 1 (GPU-b)"}},
-		{"NVML down", gpu.Inventory{}, errors.New("DeviceGetCount: GPU is lost"), []string{"gpu: NVML: DeviceGetCount: GPU is lost"}},
+		{"healthy", inv(dev(0), dev(1), dev(2)), nil, nil, nil},
+		{"missing GPUs", inv(dev(0)), nil, []string{"gpu: 2 of 3 GPUs missing: GPU 1 (GPU-b), GPU 2 (GPU-c)"}, []int{1, 2}},
+		{"NVML down", gpu.Inventory{}, errors.New("DeviceGetCount: GPU is lost"), []string{"gpu: NVML: DeviceGetCount: GPU is lost"}, nil},
 		{"device error", inv(dev(0), dev(1, func(d *gpu.Device) { d.Errors = []string{"GetMemoryInfo: GPU is lost"} }), dev(2)), nil,
-			[]string{"gpu: GPU 1 (GPU-b): NVML GetMemoryInfo: GPU is lost"}},
+			[]string{"gpu: GPU 1 (GPU-b): NVML GetMemoryInfo: GPU is lost"}, []int{1}},
 		{"ECC", inv(dev(0, func(d *gpu.Device) { d.ECCUncorrected = 2; d.ECCCorrected = 9 }), dev(1), dev(2)), nil,
-			[]string{"gpu: GPU 0 (GPU-a): 2 uncorrectable ECC errors"}},
+			[]string{"gpu: GPU 0 (GPU-a): 2 uncorrectable ECC errors"}, []int{0}},
 		{"Xids", inv(dev(0), dev(1, func(d *gpu.Device) { d.XIDs = []gpu.XID{{Code: 13}, {Code: 79}, {Code: 200}} }), dev(2)), nil,
-			[]string{"gpu: GPU 1 (GPU-b): Xid 79 (GPU has fallen off the bus)", "gpu: GPU 1 (GPU-b): Xid 200"}},
+			[]string{"gpu: GPU 1 (GPU-b): Xid 79 (GPU has fallen off the bus)", "gpu: GPU 1 (GPU-b): Xid 200"}, []int{1}},
 		{"NVLink", inv(dev(0), dev(1), dev(2, func(d *gpu.Device) { d.NVLinks = 16; d.NVLinksDown = 2 })), nil,
-			[]string{"gpu: GPU 2 (GPU-c): 2 of 18 NVLinks down"}},
+			[]string{"gpu: GPU 2 (GPU-c): 2 of 18 NVLinks down"}, []int{2}},
 		{"remap", inv(dev(0, func(d *gpu.Device) { d.RemapPending = true }), dev(1, func(d *gpu.Device) { d.RemapFailed = true; d.RemapPending = true }), dev(2)), nil,
-			[]string{"gpu: GPU 0 (GPU-a): row remapping pending (reset the GPU)", "gpu: GPU 1 (GPU-b): row remapping failed (replace the GPU)"}},
+			[]string{"gpu: GPU 0 (GPU-a): row remapping pending (reset the GPU)", "gpu: GPU 1 (GPU-b): row remapping failed (replace the GPU)"}, []int{0, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			r := Report{Problems: GPUProblems(base, tc.now, tc.err)}
 			var got []string
-			for _, p := range GPUProblems(base, tc.now, tc.err) {
-				got = append(got, p.String())
+			if r.Reason() != "" {
+				got = strings.Split(r.Reason(), "; ")
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.bad, r.UnhealthyGPUs()); diff != "" {
+				t.Errorf("unhealthy GPUs (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -56,7 +56,7 @@ func (s Script) Run(ctx context.Context) *Problem {
 		return nil
 	}
 	if ctx.Err() == context.DeadlineExceeded {
-		return &Problem{Check: "script", Message: fmt.Sprintf("%s timed out after %v", s.Path, timeout)}
+		return &Problem{Check: "script", Message: fmt.Sprintf("%s timed out after %v", s.Path, timeout), GPU: -1}
 	}
 	msg := reasonLine(out.String())
 	var ee *exec.ExitError
@@ -65,7 +65,7 @@ func (s Script) Run(ctx context.Context) *Problem {
 	} else if msg == "" {
 		msg = fmt.Sprintf("%s: %v", s.Path, err)
 	}
-	return &Problem{Check: "script", Message: msg}
+	return &Problem{Check: "script", Message: msg, GPU: -1}
 }
 
 // reasonLine picks the last line that mentions ERROR, else the last

@@ -322,12 +322,12 @@ func (g *gang) signal(sig syscall.Signal) {
 	}
 }
 
-// end marks the gang finished; a gang no longer assigned is forgotten.
+// end marks the gang finished. Its record stays (see Config.Retain).
 func (g *gang) end() {
 	g.l.mu.Lock()
 	g.finished = true
-	if !g.desired {
-		g.l.forgetLocked(g.key)
+	if g.rec.Ended.IsZero() {
+		g.rec.Ended = time.Now()
 	}
 	err := g.l.saveLocked(true)
 	g.l.mu.Unlock()

@@ -44,7 +44,12 @@ type Config struct {
 	// long. Exits of finished gangs are sent again after an agent restart
 	// (the control plane treats them as idempotent).
 	OnEvent func(api.RankEvent)
-	Log     *slog.Logger
+	// Retain is how long the record of an ended gang is kept after the
+	// control plane stops assigning it (default one hour): while it is
+	// kept, the generation is never started again, even if a lagging
+	// replica assigns it once more.
+	Retain time.Duration
+	Log    *slog.Logger
 }
 
 // Launcher runs the gangs of one node.
@@ -85,6 +90,9 @@ func New(cfg Config) (*Launcher, error) {
 	}
 	if cfg.BaseEnv == nil {
 		cfg.BaseEnv = os.Environ()
+	}
+	if cfg.Retain <= 0 {
+		cfg.Retain = time.Hour
 	}
 	if cfg.OnEvent == nil {
 		cfg.OnEvent = func(api.RankEvent) {}
@@ -137,10 +145,10 @@ func (l *Launcher) Close() {
 // Sync makes the node run exactly these job generations, as the control
 // plane's assignment stream says (level-triggered): it starts the ones it
 // has never started, tears down those no longer assigned (an older
-// generation before its successor starts), and forgets finished ones that
-// are no longer assigned. A generation it started once is never started
-// again, even after it ended. Specs it cannot start are reported as
-// failed ranks and returned as an error.
+// generation before its successor starts), and forgets ended ones no
+// longer assigned once Config.Retain has passed. A generation it started
+// is never started again while its record is kept. Specs it cannot start
+// are reported as failed ranks and returned as an error.
 func (l *Launcher) Sync(specs []Spec) error {
 	desired := map[Key]bool{}
 	newest := map[string]int{}
@@ -160,7 +168,9 @@ func (l *Launcher) Sync(specs []Spec) error {
 			continue
 		}
 		if g.finished {
-			l.forgetLocked(k)
+			if time.Since(g.rec.Ended) > l.cfg.Retain {
+				l.forgetLocked(k)
+			}
 			continue
 		}
 		reason := "unassigned by the control plane"
@@ -221,6 +231,14 @@ func (l *Launcher) StopAll(reason string) {
 			return
 		}
 	}
+}
+
+// Keys lists the gangs the launcher knows (running or retained), in the
+// order they were started.
+func (l *Launcher) Keys() []Key {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.order)
 }
 
 // Running lists the job generations with live ranks, for heartbeats.

@@ -285,9 +285,13 @@ func TestGracePeriodThenSIGKILL(t *testing.T) {
 	if len(ex) != 1 || ex[0].ExitCode != 137 || ex[0].Reason != "killed after the grace period: unassigned by the control plane" {
 		t.Errorf("exit events %+v", ex)
 	}
-	// The gang is no longer assigned: forgotten once ended.
-	if _, ok := l.Status(s.Key()); ok {
-		t.Error("an unassigned, ended gang is still tracked")
+	// Ended and no longer assigned: kept for Retain, never started again.
+	if err := l.Sync([]Spec{s}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := len(rec.find("job-g", 0, api.RankStarted)[2]); n != 1 {
+		t.Errorf("started %d times", n)
 	}
 }
 
@@ -327,6 +331,23 @@ func TestCancelRightAfterStart(t *testing.T) {
 		if e.Event == api.RankExited && !strings.Contains(e.Reason, "unassigned by the control plane") {
 			t.Errorf("rank %d: reason %q", e.Rank, e.Reason)
 		}
+	}
+}
+
+func TestEndedGangsAreForgottenAfterRetain(t *testing.T) {
+	rec := &recorder{}
+	l := newLauncher(t, t.TempDir(), rec, func(c *Config) { c.Retain = 200 * time.Millisecond })
+	s := spec("job-t", 0, "true")
+	l.Sync([]Spec{s})
+	waitGang(t, l, s.Key())
+	l.Sync(nil)
+	if _, ok := l.Status(s.Key()); !ok {
+		t.Fatal("forgotten at once")
+	}
+	time.Sleep(300 * time.Millisecond)
+	l.Sync(nil)
+	if _, ok := l.Status(s.Key()); ok {
+		t.Error("kept after Retain")
 	}
 	st, _ := readStateFile(t, l)
 	if len(st.Gangs) != 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 )
 
 const stateVersion = 1
@@ -24,6 +25,9 @@ type gangRecord struct {
 	// Failure is why the gang is being torn down (a rank failed, the
 	// control plane took it away), so that a restarted agent finishes it.
 	Failure string `json:"tornDown,omitempty"`
+	// Ended is when the last rank ended; the record is kept (and the
+	// generation never started again) for Config.Retain after that.
+	Ended time.Time `json:"ended,omitzero"`
 }
 
 // Rank states.
