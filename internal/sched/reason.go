@@ -66,9 +66,9 @@ func (s *Scheduler) reason(j *job) string {
 		return fmt.Sprintf("strict FIFO: waits behind job %s, which cannot start", w.job)
 	case wReserved:
 		if w.inf {
-			return fmt.Sprintf("first in line: %d nodes reserved; it starts when running jobs without a runtime estimate free them", w.n1)
+			return fmt.Sprintf("first in line: %s reserved; it starts when running jobs without a runtime estimate free them", plural(w.n1, "node"))
 		}
-		return fmt.Sprintf("first in line: %d nodes reserved, expected start %s", w.n1, w.t.UTC().Format(time.RFC3339))
+		return fmt.Sprintf("first in line: %s reserved, expected start %s", plural(w.n1, "node"), w.t.UTC().Format(time.RFC3339))
 	case wBackfill:
 		if w.inf {
 			return fmt.Sprintf("it would take GPUs reserved for job %s; backfill needs a runtime estimate and room outside the reservation", w.job)
@@ -104,7 +104,16 @@ func (s *Scheduler) formatMiss(j *job, ms miss) string {
 		return fmt.Sprintf("no node has %d free %sGPUs (the most free on one node: %d)", ms.need, model, ms.best)
 	case unitNodes:
 		return fmt.Sprintf("needs %d idle %snodes in one %s; the most in one %s: %d%s", ms.need, model, ms.level, ms.level, ms.best, where)
+	case unitReplicas:
+		return fmt.Sprintf("needs room for %d replicas of %d %sGPUs in one %s; the most in one %s: %d%s",
+			ms.need, j.spec.GPUsPerReplica, model, ms.level, ms.level, ms.best, where)
 	}
-	return fmt.Sprintf("needs room for %d replicas of %d %sGPUs in one %s; the most in one %s: %d%s",
-		ms.need, j.spec.GPUsPerReplica, model, ms.level, ms.level, ms.best, where)
+	return "no room"
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
