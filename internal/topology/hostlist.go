@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -115,8 +116,9 @@ func expandRanges(item, body string) ([]string, error) {
 			return nil, fmt.Errorf("hostlist %q: more than %d names", item, maxHostlist)
 		}
 		width := len(lo)
+		var buf []byte
 		for v := a; v <= b; v++ {
-			out = append(out, fmt.Sprintf("%0*d", width, v))
+			out = append(out, padInt(buf[:0], v, width))
 		}
 	}
 	return out, nil
@@ -186,4 +188,15 @@ func splitNum(s string) (prefix string, num int64, width int, ok bool) {
 	// round-trips through a range when every member keeps that width,
 	// which holds because width is part of the run key above.
 	return s[:i], n, len(s) - i, true
+}
+
+// padInt formats v with at least width digits, zero-padded, without the
+// cost of fmt on a path that expands every node name of a fleet.
+func padInt(buf []byte, v int64, width int) string {
+	buf = strconv.AppendInt(buf, v, 10)
+	if pad := width - len(buf); pad > 0 {
+		buf = append(make([]byte, 0, width), bytes.Repeat([]byte{'0'}, pad)...)
+		buf = strconv.AppendInt(buf, v, 10)
+	}
+	return string(buf)
 }

@@ -116,7 +116,8 @@ func Detect(name string, data []byte) (Format, error) {
 		return FormatNCCLXML, nil
 	case strings.Contains(s, "gpucloud/v1"):
 		return FormatNative, nil
-	case containsLineStart(s, "SwitchName=") || containsLineStart(s, "BlockName=") || containsLineStart(s, "BlockSizes="):
+	case containsLineStart(s, "SwitchName=") || containsLineStart(s, "BlockName=") || containsLineStart(s, "BlockSizes=") ||
+		containsLineStart(s, "RingName="):
 		return FormatSlurm, nil
 	case containsLineStart(s, "Switch\t") || containsLineStart(s, "Switch ") || containsLineStart(s, "Ca\t") ||
 		containsLineStart(s, "vendid=") || containsLineStart(s, "switchguid="):

@@ -632,7 +632,7 @@ func (in *slurmInput) buildTree(b *Builder, cls int32) error {
 	}
 	// The builder finds nodes named twice; the error names both
 	// statements, the later one as the culprit.
-	reserveNodes(b, totalNodes)
+	b.Reserve(totalNodes)
 	for _, s := range order {
 		t := &ts[s]
 		for _, n := range t.nodes {
@@ -658,15 +658,6 @@ func (in *slurmInput) nodeTwiceError(node, sw1, sw2 string, index map[string]int
 		a, b = b, a
 	}
 	return errorf(in.file, a.nodesLine, "node %q is under both leaf switches %q (line %d) and %q: a node hangs from one leaf", node, b.name, b.nodesLine, a.name)
-}
-
-// reserveNodes sizes the builder's node table once the count is known, so
-// that a 10,000-node file does not regrow it a dozen times.
-func reserveNodes(b *Builder, n int) {
-	if len(b.f.Nodes) == 0 && n > 0 {
-		b.f.Nodes = make([]Node, 0, n)
-		b.f.nodeByName = make(map[string]NodeID, n)
-	}
 }
 
 // loopError names a loop among the switches that no root reaches. Each of
