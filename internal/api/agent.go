@@ -207,7 +207,9 @@ type NodeReport struct {
 
 // RankRec is the last known state of a rank.
 type RankRec struct {
-	Started  bool   `json:"started,omitempty"`
+	Started bool `json:"started,omitempty"`
+	// StartedAt is when the server recorded the start (its clock).
+	StartedAt time.Time `json:"startedAt,omitzero"`
 	Exited   bool   `json:"exited,omitempty"`
 	ExitCode int    `json:"exitCode,omitempty"`
 	Reason   string `json:"reason,omitempty"`

@@ -115,10 +115,11 @@ func (a *fakeAgent) run(ctx context.Context, as api.Assignment) {
 		}
 		evs = append(evs, api.RankEvent{Job: as.Job, Generation: as.Generation, Rank: p.Rank, Event: api.RankExited, ExitCode: code})
 	}
+	// Report the exit before dropping the job from heartbeats.
+	a.c.Report(ctx, a.name, evs...)
 	a.mu.Lock()
 	delete(a.running, as.Job)
 	a.mu.Unlock()
-	a.c.Report(ctx, a.name, evs...)
 }
 
 func exitZero(api.Assignment, api.Process) (int, bool) { return 0, false }

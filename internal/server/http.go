@@ -190,7 +190,7 @@ func (s *Server) wrote(rev int64) {
 func (s *Server) caughtUp(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := s.st.waitRev(ctx, s.lastWrite.Load()); err != nil {
+	if err := s.syncTo(ctx, s.lastWrite.Load()); err != nil {
 		return &httpError{code: http.StatusServiceUnavailable, msg: "state is catching up with etcd; retry"}
 	}
 	return nil
@@ -201,4 +201,20 @@ type contextT = context.Context
 // storeRetry runs a raw etcd call with the store's timeouts and retries.
 func (s *Server) storeRetry(r *http.Request, op func(cli *clientv3.Client, ctx context.Context) error) error {
 	return s.store.Do(r.Context(), func(ctx context.Context) error { return op(s.store.Client(), ctx) })
+}
+
+// syncTo waits until the state reflects revision rev. Revisions also move
+// with writes the state's watch does not carry (events, logs, the
+// election), so when the state lags it asks etcd for a progress
+// notification, which brings the watch up to the current revision.
+func (s *Server) syncTo(ctx context.Context, rev int64) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		err := s.st.waitRev(wctx, rev)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.store.RequestProgress(ctx)
+	}
 }

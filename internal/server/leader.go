@@ -29,6 +29,7 @@ var newCore = func(f *topology.Fabric) (core, error) {
 // Campaign returns.
 func (s *Server) campaign(ctx context.Context) {
 	cli := s.store.Client()
+	s.dropStaleCandidacy(ctx)
 	for ctx.Err() == nil {
 		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(s.cfg.LeaderTTL), concurrency.WithContext(ctx))
 		if err != nil {
@@ -65,6 +66,26 @@ func (s *Server) campaign(ctx context.Context) {
 		el.Resign(rctx)
 		rcancel()
 		sess.Close()
+	}
+}
+
+// dropStaleCandidacy revokes the election key a previous run of this very
+// replica left (same ID: same host and listen address, so that process is
+// gone). A restart after a crash then takes over at once instead of
+// waiting LeaderTTL for the dead session to expire.
+func (s *Server) dropStaleCandidacy(ctx context.Context) {
+	kvs, _, err := s.store.List(ctx, store.LeaderKey)
+	if err != nil {
+		return
+	}
+	for _, kv := range kvs {
+		if string(kv.Value) == s.cfg.ID && kv.Lease != 0 {
+			s.log.Info("server: revoking the election key of this replica's previous run")
+			s.store.Do(ctx, func(cctx context.Context) error {
+				_, err := s.store.Client().Revoke(cctx, clientv3.LeaseID(kv.Lease))
+				return err
+			})
+		}
 	}
 }
 
@@ -148,7 +169,7 @@ func (l *leader) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.waitRev(ctx, rev); err != nil {
+	if err := s.syncTo(ctx, rev); err != nil {
 		return err
 	}
 	now := time.Now().UTC()
@@ -246,6 +267,19 @@ func (l *leader) resync(ctx context.Context) error {
 	for _, rec := range jobs {
 		if rec.job.Status.Phase == api.PhasePending {
 			l.submit(&w, rec.job, now)
+		}
+	}
+	// Reports that arrived while no leader looked (or before a lost write)
+	// are judged now: nothing else would make these jobs dirty again.
+	st.mu.RLock()
+	reports := make(map[string]map[string]*api.NodeReport, len(st.reports))
+	for id, m := range st.reports {
+		reports[id] = m
+	}
+	st.mu.RUnlock()
+	for _, rec := range jobs {
+		if k := l.known[rec.job.Metadata.ID]; k != nil && k.running && len(reports[rec.job.Metadata.ID]) > 0 {
+			l.judge(&w, rec.job, rec.modRev, reports[rec.job.Metadata.ID], now)
 		}
 	}
 	l.log.Info("resync", "nodes", len(f.Nodes), "jobs", len(jobs), "down", len(l.down), "writes", len(w.groups))

@@ -281,7 +281,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 // reconcileHeartbeat compares what the agent runs with what it should:
 // ranks that had started, have not exited and are no longer running (the
 // agent restarted and lost them) are reported as failed, so the job
-// restarts rather than waiting forever. It also records GPU health.
+// restarts rather than waiting forever. A rank must have been recorded as
+// started a heartbeat interval ago, so a heartbeat composed before the
+// start (or sent between an exit and its report) is not mistaken for a
+// loss. It also records GPU health.
 func (s *Server) reconcileHeartbeat(r *http.Request, name string, hb *api.Heartbeat) error {
 	running := map[string]int{}
 	for _, rj := range hb.Running {
@@ -303,7 +306,7 @@ func (s *Server) reconcileHeartbeat(r *http.Request, name string, hb *api.Heartb
 			continue
 		}
 		for rank, rr := range rep.Ranks {
-			if rr.Started && !rr.Exited {
+			if rr.Started && !rr.Exited && time.Since(rr.StartedAt) > s.cfg.HeartbeatInterval {
 				lost = append(lost, api.RankEvent{Job: id, Generation: gen, Rank: rank, Event: api.RankExited, ExitCode: -1,
 					Reason: "lost: the agent reports no live ranks of this generation"})
 			}
@@ -396,8 +399,13 @@ func (s *Server) applyReports(r *http.Request, node string, evs []api.RankEvent)
 				old := rr
 				switch e.Event {
 				case api.RankStarted:
-					rr.Started = true
+					if !rr.Started {
+						rr.Started, rr.StartedAt = true, time.Now().UTC()
+					}
 				case api.RankExited:
+					if !rr.Started {
+						rr.StartedAt = time.Now().UTC()
+					}
 					rr.Started, rr.Exited, rr.ExitCode, rr.Reason = true, true, e.ExitCode, e.Reason
 				case api.RankCheckpoint:
 					rr.Checkpoints++

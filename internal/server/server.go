@@ -194,7 +194,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.waitRev(ctx, rev); err != nil {
+	if err := s.syncTo(ctx, rev); err != nil {
 		return err
 	}
 
