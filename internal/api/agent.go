@@ -210,9 +210,9 @@ type RankRec struct {
 	Started bool `json:"started,omitempty"`
 	// StartedAt is when the server recorded the start (its clock).
 	StartedAt time.Time `json:"startedAt,omitzero"`
-	Exited   bool   `json:"exited,omitempty"`
-	ExitCode int    `json:"exitCode,omitempty"`
-	Reason   string `json:"reason,omitempty"`
+	Exited    bool      `json:"exited,omitempty"`
+	ExitCode  int       `json:"exitCode,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
 	// Checkpoints counts checkpoint events of the rank.
 	Checkpoints int `json:"checkpoints,omitempty"`
 }
