@@ -24,7 +24,8 @@ type cycle struct {
 	held     *view // the real view with the reservation's free GPUs held
 	resTries int
 
-	evictFails map[evictKey]evictMemo
+	evictFails  map[evictKey]evictMemo
+	victimCache map[victimKey][]victim
 }
 
 // Schedule runs one scheduling cycle at now and returns its decisions,

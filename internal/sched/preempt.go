@@ -45,8 +45,16 @@ type evictMemo struct {
 
 type victim struct {
 	j    *job
+	pl   *Placement // the placement it was a victim with
 	cost float64
 	rank int64
+}
+
+type victimKey struct {
+	mode   evictMode
+	leaf   *queue
+	rank   int64
+	placed int
 }
 
 // evict makes room for j by preempting the cheapest set of victims: it
@@ -86,7 +94,29 @@ func (c *cycle) evict(j *job, mode evictMode) bool {
 	return false
 }
 
+// victims lists the jobs j may evict, cheapest first. The list is kept for
+// the cycle (costs and ranks do not move while now stands still) and
+// pruned of jobs evicted since; with MinRuntime zero, jobs placed in the
+// cycle are victims too, so the list is rebuilt after a placement.
 func (c *cycle) victims(j *job, mode evictMode, rank int64) []victim {
+	key := victimKey{mode: mode, leaf: j.leaf, rank: rank}
+	if c.s.cfg.MinRuntime == 0 {
+		key.placed = c.placed
+	}
+	if vs, ok := c.victimCache[key]; ok {
+		vs = slices.DeleteFunc(vs, func(v victim) bool { return v.j.state != stateRunning || v.j.pl != v.pl })
+		c.victimCache[key] = vs
+		return vs
+	}
+	vs := c.gatherVictims(j, mode, rank)
+	if c.victimCache == nil {
+		c.victimCache = map[victimKey][]victim{}
+	}
+	c.victimCache[key] = vs
+	return vs
+}
+
+func (c *cycle) gatherVictims(j *job, mode evictMode, rank int64) []victim {
 	s := c.s
 	var out []victim
 	consider := func(v *job) {
@@ -105,7 +135,7 @@ func (c *cycle) victims(j *job, mode evictMode, rank int64) []victim {
 				return
 			}
 		}
-		out = append(out, victim{v, v.cost(c.now), r})
+		out = append(out, victim{v, v.pl, v.cost(c.now), r})
 	}
 	if mode == modePreempt {
 		for _, v := range j.leaf.running {
@@ -139,7 +169,6 @@ func (c *cycle) victims(j *job, mode evictMode, rank int64) []victim {
 type target struct {
 	id   int32
 	cost float64
-	vs   []victim
 }
 
 func (c *cycle) placeByEvicting(j *job, mode evictMode, rank int64, n int) bool {
@@ -174,16 +203,21 @@ func (c *cycle) placeByEvicting(j *job, mode evictMode, rank int64, n int) bool 
 			}
 		}
 	}
+	whole := j.m == 1 && j.spec.GPUsPerReplica == s.t.maxNodeGPUs
 	for _, l := range levels {
-		ts := c.targets(j, vs, l, need)
-		for i := range min(len(ts), s.cfg.MaxPreemptTargets) {
+		unit := need
+		if whole && l != topology.LevelNode {
+			unit = n // count nodes that can be emptied, not GPUs
+		}
+		ts := c.targets(j, vs, l, unit, whole && l != topology.LevelNode)
+		for i := range ts {
 			rq := j.request(n)
 			if l == topology.LevelNode {
 				rq.node = topology.NodeID(ts[i].id)
 			} else {
 				rq.within = topology.DomainID(ts[i].id)
 			}
-			if c.tryTarget(j, mode, &rq, ts[i].vs) {
+			if c.tryTarget(j, mode, &rq, vs, l, ts[i].id) {
 				return true
 			}
 		}
@@ -197,65 +231,143 @@ func (s *Scheduler) levelHolds(l topology.Level, j *job, n int) bool {
 	return s.mostReplicasIn(l, j) >= n
 }
 
-// targets groups victims by the node or domain of level l their GPUs sit
-// in, and orders the places by the estimated cost of freeing need GPUs
-// there (free GPUs count first, then victims cheapest first).
-func (c *cycle) targets(j *job, vs []victim, l topology.Level, need int) []target {
+// targets finds the nodes or domains of level l where freeing need GPUs
+// is cheapest, estimating each as its free GPUs plus its victims taken
+// cheapest first. Victims are swept in cost order, so a place completes at
+// the cost of the victim that completes it or more: once MaxPreemptTargets
+// places are complete and the sweep reaches a victim dearer than the last
+// of them, nothing later can beat them.
+//
+// With nodes set, need counts whole nodes (a whole-node gang): a node
+// counts once every GPU of it is free or held by victims swept so far.
+func (c *cycle) targets(j *job, vs []victim, l topology.Level, need int, nodes bool) []target {
 	s := c.s
-	idx := map[int32]int{}
-	var ts []target
-	var inside []int // GPUs of each target's victims inside it
+	sc := s.scratch()
+	defer sc.reset()
+	k := s.cfg.MaxPreemptTargets
+	var done []target
+	placeOf := func(n topology.NodeID) int32 {
+		if l == topology.LevelNode {
+			return int32(n)
+		}
+		return int32(s.t.within(n, l))
+	}
 	for _, v := range vs {
-		var last int32 = -1
-		for _, a := range v.j.pl.Nodes {
-			id := int32(a.Node)
-			if l != topology.LevelNode {
-				id = int32(s.t.within(a.Node, l))
+		if len(done) >= k && v.cost > done[k-1].cost {
+			break
+		}
+		sc.seen = sc.seen[:0]
+		for _, a := range v.pl.Nodes {
+			id := placeOf(a.Node)
+			a2 := &sc.acc[id]
+			if !a2.used {
+				*a2 = evictAcc{used: true, n: c.freeIn(j, l, id, nodes)}
+				sc.accTouched = append(sc.accTouched, id)
 			}
-			i, ok := idx[id]
-			if !ok {
-				i = len(ts)
-				idx[id] = i
-				ts = append(ts, target{id: id})
-				inside = append(inside, 0)
+			if !nodes {
+				a2.n += bits.OnesCount64(a.GPUs)
+			} else if c.emptiable(j, a, sc) {
+				a2.n++
 			}
-			inside[i] += bits.OnesCount64(a.GPUs)
-			if id != last {
-				if k := len(ts[i].vs); k == 0 || ts[i].vs[k-1].j != v.j {
-					ts[i].vs = append(ts[i].vs, v)
-				}
-				last = id
+			if !slices.Contains(sc.seen, id) {
+				a2.cost += v.cost // a victim costs once per place it frees GPUs in
+				sc.seen = append(sc.seen, id)
+			}
+		}
+		for _, id := range sc.seen {
+			if a2 := &sc.acc[id]; !a2.done && a2.n >= need {
+				a2.done = true
+				t := target{id: id, cost: a2.cost}
+				i, _ := slices.BinarySearchFunc(done, t, func(x, y target) int {
+					if x.cost != y.cost {
+						return cmp.Compare(x.cost, y.cost)
+					}
+					return cmp.Compare(x.id, y.id)
+				})
+				done = slices.Insert(done, i, t)
 			}
 		}
 	}
-	out := ts[:0]
-	for i, t := range ts {
-		free := c.freeIn(j, l, t.id)
-		if free+inside[i] < need {
-			continue
-		}
-		acc, cost := free, 0.0
-		for _, v := range t.vs {
-			if acc >= need {
-				break
-			}
-			acc += gpusIn(s, v.j, l, t.id)
-			cost += v.cost
-		}
-		t.cost = cost
-		out = append(out, t)
+	if len(done) > k {
+		done = done[:k]
 	}
-	slices.SortFunc(out, func(a, b target) int {
-		if a.cost != b.cost {
-			return cmp.Compare(a.cost, b.cost)
-		}
-		return cmp.Compare(a.id, b.id)
-	})
-	return out
+	return done
 }
 
-func (c *cycle) freeIn(j *job, l topology.Level, id int32) int {
+// evictScratch is per-scheduler working memory for targets: accumulators
+// by node or domain ID and victims' GPUs per node, reset after each use
+// through the lists of what was touched. It carries nothing between calls.
+type evictScratch struct {
+	acc         []evictAcc
+	held        []int32
+	accTouched  []int32
+	heldTouched []int32
+	seen        []int32
+}
+
+type evictAcc struct {
+	used, done bool
+	n          int // GPUs, or nodes that can be emptied
+	cost       float64
+}
+
+func (s *Scheduler) scratch() *evictScratch {
+	if s.esc == nil {
+		s.esc = &evictScratch{acc: make([]evictAcc, max(len(s.t.f.Nodes), len(s.t.f.Domains))), held: make([]int32, len(s.t.f.Nodes))}
+	}
+	return s.esc
+}
+
+func (sc *evictScratch) reset() {
+	for _, id := range sc.accTouched {
+		sc.acc[id] = evictAcc{}
+	}
+	for _, n := range sc.heldTouched {
+		sc.held[n] = 0
+	}
+	sc.accTouched, sc.heldTouched = sc.accTouched[:0], sc.heldTouched[:0]
+}
+
+// touches reports whether victim v holds GPUs in place id of level l.
+func (s *Scheduler) touches(v *victim, l topology.Level, id int32) bool {
+	for _, a := range v.pl.Nodes {
+		if (l == topology.LevelNode && int32(a.Node) == id) || (l != topology.LevelNode && int32(s.t.within(a.Node, l)) == id) {
+			return true
+		}
+	}
+	return false
+}
+
+// emptiable adds a victim's GPUs on a node and reports whether that makes
+// the node, of a pool j can use and in service, free of everything else.
+func (c *cycle) emptiable(j *job, a NodeAlloc, sc *evictScratch) bool {
 	s := c.s
+	po := &s.t.pools[s.t.nodePool[a.Node]]
+	if (j.spec.GPUModel != "" && po.model != j.spec.GPUModel) || po.gpus != j.spec.GPUsPerReplica || s.v.st.Cordoned(a.Node) {
+		return false
+	}
+	if sc.held[a.Node] == 0 {
+		sc.heldTouched = append(sc.heldTouched, int32(a.Node))
+	}
+	sc.held[a.Node] += int32(bits.OnesCount64(a.GPUs))
+	free, _ := s.v.contrib(a.Node)
+	return free+int(sc.held[a.Node]) == po.gpus
+}
+
+// freeIn is the free capacity j can use in a place: GPUs, or with nodes
+// set, idle nodes.
+func (c *cycle) freeIn(j *job, l topology.Level, id int32, nodes bool) int {
+	s := c.s
+	if nodes {
+		idle := 0
+		for p := range s.t.pools {
+			po := &s.t.pools[p]
+			if (j.spec.GPUModel == "" || po.model == j.spec.GPUModel) && po.gpus == j.spec.GPUsPerReplica {
+				idle += int(s.v.idle[p][id])
+			}
+		}
+		return idle
+	}
 	if l == topology.LevelNode {
 		p := &s.t.pools[s.t.nodePool[id]]
 		if (j.spec.GPUModel != "" && p.model != j.spec.GPUModel) || p.gpus < j.spec.GPUsPerReplica {
@@ -274,19 +386,9 @@ func (c *cycle) freeIn(j *job, l topology.Level, id int32) int {
 	return free
 }
 
-func gpusIn(s *Scheduler, v *job, l topology.Level, id int32) int {
-	g := 0
-	for _, a := range v.pl.Nodes {
-		if (l == topology.LevelNode && int32(a.Node) == id) || (l != topology.LevelNode && int32(s.t.within(a.Node, l)) == id) {
-			g += bits.OnesCount64(a.GPUs)
-		}
-	}
-	return g
-}
-
-// tryTarget simulates the eviction in one place and commits it or rolls
-// it back.
-func (c *cycle) tryTarget(j *job, mode evictMode, rq *request, vs []victim) bool {
+// tryTarget simulates the eviction in one place (the victims of vs that
+// hold GPUs there, cheapest first) and commits it or rolls it back.
+func (c *cycle) tryTarget(j *job, mode evictMode, rq *request, vs []victim, l topology.Level, id int32) bool {
 	s := c.s
 	lo := j.minReplicas()
 	fits := func() *Placement {
@@ -298,7 +400,11 @@ func (c *cycle) tryTarget(j *job, mode evictMode, rq *request, vs []victim) bool
 	}
 	var removed []*job
 	ok := false
-	for _, v := range vs {
+	for i := range vs {
+		v := &vs[i]
+		if !s.touches(v, l, id) {
+			continue
+		}
 		if mode == modeReclaim {
 			if _, b := borrowing(v.j, j); !b {
 				continue

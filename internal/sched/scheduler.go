@@ -31,6 +31,7 @@ type Scheduler struct {
 	rejects  []Decision        // pending jobs that became impossible, reported by the next Schedule
 
 	now time.Time
+	esc *evictScratch // working memory of preemption searches, empty between calls
 }
 
 // New returns a scheduler for fabric f with every GPU free and the default
