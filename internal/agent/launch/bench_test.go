@@ -19,19 +19,32 @@ import (
 //
 // By default the shim is this test binary; GPUCLOUD_BENCH_SHIM="/path/to/gpucloud agent shim"
 // measures the real binary.
+//
+// "prestarted" hands the ranks to idle shims, as the agent does (one per
+// GPU, refilled between assignments); "cold" starts a shim per rank.
 func BenchmarkLaunchLatency(b *testing.B) {
 	for _, ranks := range []int{1, 8} {
-		b.Run(strconv.Itoa(ranks)+"ranks", func(b *testing.B) { benchLaunch(b, ranks) })
+		for _, pre := range []bool{true, false} {
+			name := strconv.Itoa(ranks) + "ranks/cold"
+			if pre {
+				name = strconv.Itoa(ranks) + "ranks/prestarted"
+			}
+			b.Run(name, func(b *testing.B) { benchLaunch(b, ranks, pre) })
+		}
 	}
 }
 
-func benchLaunch(b *testing.B, ranks int) {
+func benchLaunch(b *testing.B, ranks int, prestart bool) {
 	rec := &recorder{}
 	shim := []string{os.Args[0]}
 	if s := os.Getenv("GPUCLOUD_BENCH_SHIM"); s != "" {
 		shim = strings.Fields(s)
 	}
-	l, err := New(Config{DataDir: b.TempDir(), Shim: shim, OnEvent: rec.add, BaseEnv: []string{"PATH=/usr/bin:/bin"}})
+	cfg := Config{DataDir: b.TempDir(), Shim: shim, OnEvent: rec.add, BaseEnv: []string{"PATH=/usr/bin:/bin"}}
+	if prestart {
+		cfg.Prestart = ranks
+	}
+	l, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,6 +57,7 @@ func benchLaunch(b *testing.B, ranks int) {
 		for r := range ranks {
 			s.Processes = append(s.Processes, api.Process{Rank: r, LocalRank: r, GPUs: []int{r}})
 		}
+		l.pool.waitFull() // assignments come seconds apart, not back to back
 		t0 := time.Now()
 		if err := l.Sync([]Spec{s}); err != nil {
 			b.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -92,30 +93,50 @@ func (g *gang) run() {
 		g.abandon("launch error: " + err.Error())
 		return
 	}
-	// All ranks start together: one tight loop, no waiting between them.
-	for i, p := range s.Processes {
-		if g.tearing == "" {
-			select {
-			case r := <-g.stopReq:
-				g.tearing = r
-			default:
-			}
+	// All ranks start together, each from its own goroutine: starting a
+	// shim waits for its exec, and on a many-core node the starts overlap.
+	select {
+	case r := <-g.stopReq:
+		g.tearing = r
+	default:
+	}
+	type started struct {
+		cmd   *exec.Cmd
+		err   error
+		paths rankPaths
+	}
+	res := make([]started, len(s.Processes))
+	if g.tearing == "" {
+		var wg sync.WaitGroup
+		for i, p := range s.Processes {
+			paths := g.l.paths(g.key, p.Rank)
+			paths.hostfile, paths.hostfileMPICH = hostfile, mpich
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd, err := g.l.startShim(s, p, paths)
+				res[i] = started{cmd, err, paths}
+			}()
 		}
-		if g.tearing != "" {
+		wg.Wait()
+		g.l.pool.refill()
+	}
+	for i, p := range s.Processes {
+		r := res[i]
+		switch {
+		case g.tearing != "" && r.cmd == nil:
 			g.finish(i, &ExitStatus{ExitCode: -1}, "not started: "+g.tearing)
 			continue
-		}
-		paths := g.l.paths(g.key, p.Rank)
-		paths.hostfile, paths.hostfileMPICH = hostfile, mpich
-		cmd, err := g.l.startShim(s, p, paths)
-		if err != nil {
-			g.finish(i, &ExitStatus{ExitCode: 127, Error: err.Error()}, "launch error: "+err.Error())
-			g.tearing = fmt.Sprintf("rank %d could not start", p.Rank)
+		case r.err != nil:
+			g.finish(i, &ExitStatus{ExitCode: 127, Error: r.err.Error()}, "launch error: "+r.err.Error())
+			if g.tearing == "" {
+				g.tearing = fmt.Sprintf("rank %d could not start", p.Rank)
+			}
 			continue
 		}
-		id, err := identify(cmd.Process.Pid)
+		id, err := identify(r.cmd.Process.Pid)
 		if err != nil { // already gone: its watcher reports how
-			id = procIdentity{PID: cmd.Process.Pid}
+			id = procIdentity{PID: r.cmd.Process.Pid}
 		}
 		g.l.mu.Lock()
 		g.rec.Ranks[i].State = rankRunning
@@ -123,7 +144,7 @@ func (g *gang) run() {
 		g.l.mu.Unlock()
 		g.live++
 		g.l.emit(g.key, p.Rank, api.RankStarted, nil, "")
-		go g.waitChild(i, cmd, paths.exit)
+		go g.waitChild(i, r.cmd, r.paths.exit)
 	}
 	g.l.save()
 	if g.tearing != "" {

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"gpucloud/internal/api"
@@ -49,7 +48,11 @@ type Config struct {
 	// kept, the generation is never started again, even if a lagging
 	// replica assigns it once more.
 	Retain time.Duration
-	Log    *slog.Logger
+	// Prestart is the number of idle shims kept ready (0: none), so that
+	// launching a rank does not wait for a shim to start: one per GPU
+	// covers a per-GPU gang.
+	Prestart int
+	Log      *slog.Logger
 }
 
 // Launcher runs the gangs of one node.
@@ -60,6 +63,8 @@ type Launcher struct {
 	mu    sync.Mutex
 	gangs map[Key]*gang
 	order []Key // record order, for a stable state file
+
+	pool *pool // nil without Prestart
 
 	stop chan struct{} // Close
 	wg   sync.WaitGroup
@@ -126,6 +131,9 @@ func New(cfg Config) (*Launcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Prestart > 0 {
+		l.pool = newPool(l, cfg.Prestart)
+	}
 	return l, nil
 }
 
@@ -139,6 +147,7 @@ func (l *Launcher) Close() {
 	default:
 		close(l.stop)
 	}
+	l.pool.close()
 	l.wg.Wait()
 }
 
@@ -401,7 +410,8 @@ func readShimPID(path string) (shimPID, bool) {
 	return p, true
 }
 
-// startShim starts one rank's shim in its own process group.
+// startShim starts one rank: it hands the rank's spec to an idle shim of
+// the pool, or to a shim started now.
 func (l *Launcher) startShim(s *Spec, p api.Process, paths rankPaths) (*exec.Cmd, error) {
 	for _, d := range []string{paths.dir, paths.checkpoint} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -417,16 +427,29 @@ func (l *Launcher) startShim(s *Spec, p api.Process, paths rankPaths) (*exec.Cmd
 	}
 	os.Remove(paths.exit)
 	os.Remove(paths.pid)
-	args := append(slices.Clone(l.cfg.Shim[1:]),
-		"--exit-file", paths.exit, "--pid-file", paths.pid, "--log", paths.log,
-		"--log-max-mb", strconv.Itoa(l.cfg.LogMaxMB), "--log-max-files", strconv.Itoa(l.cfg.LogMaxFiles), "--")
-	args = append(args, s.Command...)
-	cmd := exec.Command(l.cfg.Shim[0], args...)
-	cmd.Dir = dir
-	cmd.Env = append(rankEnv(l.cfg.BaseEnv, l.cfg.NodeEnv, s, p, paths, l.cfg.NodeName), ShimEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	spec, err := json.Marshal(ShimSpec{
+		Argv: s.Command, Env: rankEnv(l.cfg.BaseEnv, l.cfg.NodeEnv, s, p, paths, l.cfg.NodeName), Dir: dir,
+		ExitFile: paths.exit, PIDFile: paths.pid, Log: paths.log, LogMaxMB: l.cfg.LogMaxMB, LogMaxFiles: l.cfg.LogMaxFiles,
+	})
+	if err != nil {
 		return nil, err
 	}
-	return cmd, nil
+	sh := l.pool.take()
+	if sh != nil {
+		herr := sh.hand(spec)
+		if herr == nil {
+			return sh.cmd, nil
+		}
+		// The idle shim died (EPIPE): start another.
+		l.cfg.Log.Warn("an idle shim is gone; starting another", "pid", sh.cmd.Process.Pid, "err", herr)
+		go sh.cmd.Wait()
+	}
+	if sh, err = l.spawnShim(); err != nil {
+		return nil, err
+	}
+	if err := sh.hand(spec); err != nil {
+		go sh.cmd.Wait()
+		return nil, fmt.Errorf("handing the rank to its shim: %w", err)
+	}
+	return sh.cmd, nil
 }

@@ -233,6 +233,48 @@ func liveInGroup(pgid int) []string {
 	return out
 }
 
+func TestPrestartedShims(t *testing.T) {
+	rec := &recorder{}
+	l := newLauncher(t, t.TempDir(), rec, func(c *Config) { c.Prestart = 3 })
+	l.pool.waitFull()
+	l.pool.mu.Lock()
+	idle := slices.Clone(l.pool.idle)
+	l.pool.mu.Unlock()
+	if len(idle) != 3 {
+		t.Fatalf("%d idle shims, want 3", len(idle))
+	}
+	s := spec("job-p", 0, "echo rank $RANK in $PWD", "echo rank $RANK in $PWD")
+	if err := l.Sync([]Spec{s}); err != nil {
+		t.Fatal(err)
+	}
+	st := waitGang(t, l, s.Key())
+	used := 0
+	for _, r := range st {
+		for _, sh := range idle {
+			if sh.cmd.Process.Pid == r.PID {
+				used++
+			}
+		}
+		log, _ := os.ReadFile(l.LogPath(s.Key(), r.Rank))
+		want := fmt.Sprintf("rank %d in %s\n", r.Rank, filepath.Join(l.cfg.DataDir, "jobs", "job-p", "work", "rank-"+strconv.Itoa(r.Rank)))
+		if r.Exit.ExitCode != 0 || string(log) != want {
+			t.Errorf("rank %d: %+v log %q, want %q", r.Rank, r, log, want)
+		}
+	}
+	if used != 2 {
+		t.Errorf("%d ranks ran on prestarted shims, want 2", used)
+	}
+	l.pool.waitFull()
+	l.pool.mu.Lock()
+	idle = slices.Clone(l.pool.idle)
+	l.pool.mu.Unlock()
+	l.Close()
+	// Idle shims leave with the launcher.
+	for _, sh := range idle {
+		groupGone(t, sh.cmd.Process.Pid)
+	}
+}
+
 func TestFailedRankTearsDownTheGang(t *testing.T) {
 	rec := &recorder{}
 	l := newLauncher(t, t.TempDir(), rec)
@@ -597,10 +639,8 @@ func TestLaunchErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitGang(t, l, s.Key())
-	for _, r := range st {
-		if r.Exit.ExitCode != 127 {
-			t.Errorf("rank %d: %+v", r.Rank, r)
-		}
+	if st[0].Exit.ExitCode != 127 && st[1].Exit.ExitCode != 127 {
+		t.Errorf("no rank exited 127: %+v", st)
 	}
 	for _, r := range st {
 		// The first to fail names itself; the other may be torn down

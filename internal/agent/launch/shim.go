@@ -55,33 +55,38 @@ type shimPID struct {
 // (background children may hold the pipe open).
 const drainTimeout = 2 * time.Second
 
-// RunShim is the rank supervisor: `gpucloud agent shim [flags] -- command
-// args...`. It leads the rank's process group (the launcher starts it with
-// its own group), writes its pid file, starts the command with stdout and
-// stderr on one pipe, copies that pipe into a rotated log, and when the
-// command ends writes its exit status and exits with the same code. It
-// survives the agent: ranks keep running across agent restarts.
+// ShimSpec is what a shim runs: the agent writes it as JSON to the shim's
+// spec pipe (fd 3).
+type ShimSpec struct {
+	Argv        []string `json:"argv"`
+	Env         []string `json:"env"`
+	Dir         string   `json:"dir"`
+	ExitFile    string   `json:"exitFile"`
+	PIDFile     string   `json:"pidFile"`
+	Log         string   `json:"log"`
+	LogMaxMB    int      `json:"logMaxMB"`
+	LogMaxFiles int      `json:"logMaxFiles"`
+}
+
+// RunShim is the rank supervisor: `gpucloud agent shim --spec-fd 3`. The
+// launcher starts it in a process group of its own, ahead of need (a pool
+// of idle shims keeps the Go start-up off the launch path), and hands it a
+// ShimSpec on the spec pipe. The shim writes its pid file, starts the
+// command with stdout and stderr on one pipe, copies that pipe into a
+// rotated log, and when the command ends writes its exit status and exits
+// with the same code. It survives the agent: ranks keep running across
+// agent restarts. An idle shim whose pipe closes without a spec (the
+// agent stopped) exits 0.
 func RunShim(args []string) int {
 	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
-	exitFile := fs.String("exit-file", "", "where to write the exit status (JSON)")
-	pidFile := fs.String("pid-file", "", "where to write the shim's pid and start time (JSON)")
-	logFile := fs.String("log", "", "the rank's log file")
-	logMaxMB := fs.Int("log-max-mb", 100, "rotate the log at this size (MiB)")
-	logMaxFiles := fs.Int("log-max-files", 5, "rotated logs to keep")
+	specFD := fs.Int("spec-fd", 3, "file descriptor to read the ShimSpec (JSON) from")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	argv := fs.Args()
-	if len(argv) == 0 || *exitFile == "" || *logFile == "" {
-		fmt.Fprintln(os.Stderr, "gpucloud shim: need --exit-file, --log and a command after --")
-		return 2
-	}
-	// The agent's SIGTERM goes to the whole group: the rank handles it, the
-	// shim stays to record how the rank ended. Caught (not ignored)
-	// signals are reset to their defaults in the rank.
 	// The agent's SIGTERM goes to the whole group; the shim stays to record
 	// how the rank ended. A signal that reached the group before the rank
 	// existed (a gang torn down as it starts) is passed on to the rank.
+	// Caught (not ignored) signals are reset to their defaults in the rank.
 	fw := &forwarder{}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -91,30 +96,51 @@ func RunShim(args []string) int {
 		}
 	}()
 
-	if *pidFile != "" {
+	f := os.NewFile(uintptr(*specFD), "spec")
+	if f == nil {
+		fmt.Fprintln(os.Stderr, "gpucloud shim: no spec pipe")
+		return 2
+	}
+	b, err := io.ReadAll(f)
+	f.Close() // the rank must not inherit it
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gpucloud shim: reading the spec:", err)
+		return 2
+	}
+	if len(b) == 0 {
+		return 0 // an idle shim the agent no longer needs
+	}
+	var sp ShimSpec
+	if err := json.Unmarshal(b, &sp); err != nil || len(sp.Argv) == 0 || sp.ExitFile == "" || sp.Log == "" {
+		fmt.Fprintf(os.Stderr, "gpucloud shim: bad spec (%v): %.200s\n", err, b)
+		return 2
+	}
+	if sp.PIDFile != "" {
 		id, err := identify(os.Getpid())
 		if err == nil {
 			b, _ := json.Marshal(shimPID{procIdentity: id, BootID: bootID()})
-			err = writeFileAtomic(*pidFile, b, false)
+			err = writeFileAtomic(sp.PIDFile, b, false)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gpucloud shim: pid file:", err)
 		}
 	}
-	log := &lumberjack.Logger{Filename: *logFile, MaxSize: *logMaxMB, MaxBackups: *logMaxFiles}
+	log := &lumberjack.Logger{Filename: sp.Log, MaxSize: max(sp.LogMaxMB, 1), MaxBackups: sp.LogMaxFiles}
 	defer log.Close()
 
-	st := runRank(argv, log, fw)
+	st := runRank(&sp, log, fw)
 	st.FinishedAt = time.Now()
-	b, _ := json.Marshal(st)
-	if err := writeFileAtomic(*exitFile, b, false); err != nil {
+	b, _ = json.Marshal(st)
+	if err := writeFileAtomic(sp.ExitFile, b, false); err != nil {
 		fmt.Fprintf(log, "gpucloud shim: writing the exit status: %v\n", err)
 	}
 	return st.ExitCode
 }
 
-// runRank starts argv with its output on one pipe copied to out, and waits.
-func runRank(argv []string, out io.Writer, fw *forwarder) ExitStatus {
+// runRank starts the command with its output on one pipe copied to out,
+// and waits.
+func runRank(sp *ShimSpec, out io.Writer, fw *forwarder) ExitStatus {
+	argv := sp.Argv
 	r, w, err := os.Pipe()
 	if err != nil {
 		fmt.Fprintf(out, "gpucloud shim: %v\n", err)
@@ -122,7 +148,8 @@ func runRank(argv []string, out io.Writer, fw *forwarder) ExitStatus {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = w, w
-	cmd.Env = withoutShimEnv(os.Environ())
+	cmd.Env = withoutShimEnv(sp.Env)
+	cmd.Dir = sp.Dir
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		w.Close()
