@@ -48,9 +48,12 @@ type Result struct {
 	// The gang and single-GPU samples that found no room (timed anyway).
 	PlaceMisses int `json:"place_misses"`
 
-	Cycle10kPendingMs float64 `json:"cycle_10k_pending_ms"` // median of Cycles
-	CyclePending      int     `json:"cycle_pending"`
-	CyclePlaced       int     `json:"cycle_placed"`
+	Cycle10kPendingMs float64 `json:"cycle_10k_pending_ms"` // median of Cycles, wall time
+	// Cycle10kPendingCPUMs is the process CPU time of the same cycles
+	// (median): what the cycle costs when other processes share the cores.
+	Cycle10kPendingCPUMs float64 `json:"cycle_10k_pending_cpu_ms"`
+	CyclePending         int     `json:"cycle_pending"`
+	CyclePlaced          int     `json:"cycle_placed"`
 
 	// LocalityOptimalFrac is, over the multi-node gangs placed while at
 	// least one placement on the fewest leaf switches possible existed, the
@@ -196,7 +199,7 @@ func Run(o Options) (Result, error) {
 	res.PlaceSingleP50us, res.PlaceSingleP99us, misses = fl.timePlacement(single, o.Samples*3)
 	res.PlaceMisses += misses
 
-	res.Cycle10kPendingMs, res.CyclePlaced = fl.timeCycle(o.Pending, o.Cycles)
+	res.Cycle10kPendingMs, res.Cycle10kPendingCPUMs, res.CyclePlaced = fl.timeCycle(o.Pending, o.Cycles)
 	res.CyclePending = o.Pending
 
 	res.LocalityGangs, res.LocalityFitting, res.LocalityOptimalFrac, res.LocalityAtMinFrac = fl.locality(o.LocalityGangs)
@@ -229,9 +232,8 @@ func (fl *Filled) timePlacement(j sched.Job, n int) (p50, p99 float64, misses in
 
 // timeCycle times one cycle over pending jobs of the mix on copies of the
 // filled scheduler.
-func (fl *Filled) timeCycle(pending, cycles int) (float64, int) {
-	var ds []time.Duration
-	placed := 0
+func (fl *Filled) timeCycle(pending, cycles int) (wall, cpu float64, placed int) {
+	var ds, cs []time.Duration
 	for c := range cycles {
 		s := fl.S.Clone()
 		m := newMixer(uint64(1000+c), s.Fabric().NodeGPUs(0))
@@ -240,9 +242,11 @@ func (fl *Filled) timeCycle(pending, cycles int) (float64, int) {
 			j.ID = "p-" + j.ID
 			_ = s.Submit(j)
 		}
-		t := time.Now()
+		runtime.GC()
+		c0, t := cpuTime(), time.Now()
 		out := s.Schedule(fl.Now.Add(time.Minute))
 		ds = append(ds, time.Since(t))
+		cs = append(cs, cpuTime()-c0)
 		placed = 0
 		for _, d := range out {
 			if d.Kind == sched.Place {
@@ -250,7 +254,7 @@ func (fl *Filled) timeCycle(pending, cycles int) (float64, int) {
 			}
 		}
 	}
-	return ms(percentile(ds, 0.5)), placed
+	return ms(percentile(ds, 0.5)), ms(percentile(cs, 0.5)), placed
 }
 
 // locality places multi-node gangs of the mix one at a time, with some
