@@ -1,0 +1,566 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"gpucloud/internal/api"
+	"gpucloud/internal/client"
+)
+
+func init() { extraCommands = append(extraCommands, newGetCmd) }
+
+func newGetCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get jobs|nodes|queues|tenants [NAME...]",
+		Short: "List jobs, nodes, queues or tenants, or show some by name",
+		Long: `List objects of one kind as a table (-o wide adds columns), or print them
+as JSON or YAML in the API's own form. With names (job IDs or names), only
+those objects; a single one prints as the object itself, several or none as
+a list {"items": [...]}.`,
+		Example: `  gpucloud get jobs
+  gpucloud get jobs --phase Running -o wide
+  gpucloud get job j1mz3x0abcd -o json | jq -r .status.phase
+  gpucloud get jobs -w
+  gpucloud get nodes
+  gpucloud get queues -o yaml
+  gpucloud get tenants`,
+	}
+	cn := addConnFlags(cmd)
+	cmd.AddCommand(newGetJobsCmd(cn), newGetNodesCmd(cn), newGetQueuesCmd(cn), newGetTenantsCmd(cn))
+	return cmd
+}
+
+// jobFormats are the output formats of get.
+var getFormats = []string{outTable, outWide, outJSON, outYAML, outName}
+
+func newGetJobsCmd(cn *conn) *cobra.Command {
+	var output, phase, queue, tenant, name string
+	var watch bool
+	cmd := &cobra.Command{
+		Use:     "jobs [ID|NAME...]",
+		Aliases: []string{"job"},
+		Short:   "List jobs, or show some",
+		Example: `  gpucloud get jobs
+  gpucloud get jobs --phase Pending -o wide
+  gpucloud get job hello -o json
+  gpucloud get jobs -w`,
+		ValidArgsFunction: completeJobs(cn),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, getFormats...); err != nil {
+				return err
+			}
+			if phase != "" {
+				p, err := parsePhase(phase)
+				if err != nil {
+					return err
+				}
+				phase = string(p)
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			filter := client.JobFilter{Phase: api.Phase(phase), Queue: queue, Tenant: tenant, Name: name}
+			if watch {
+				if len(args) > 0 {
+					return fmt.Errorf("-w watches every job (narrow with --phase, --queue, --tenant, --name)")
+				}
+				wctx, cancel := signalCtx(cmd)
+				defer cancel()
+				return cn.explain(watchJobs(wctx, c, filter, output, cmd.OutOrStdout()), "")
+			}
+			var jobs []api.Job
+			if len(args) > 0 {
+				for _, ref := range args {
+					j, err := findJob(ctx, cn, c, ref)
+					if err != nil {
+						return err
+					}
+					jobs = append(jobs, *j)
+				}
+			} else if jobs, err = allJobs(ctx, c, filter); err != nil {
+				return cn.explain(err, "")
+			}
+			now := time.Now()
+			out := cmd.OutOrStdout()
+			switch output {
+			case outJSON, outYAML:
+				if len(args) == 1 {
+					return printObject(out, output, &jobs[0])
+				}
+				return printObject(out, output, api.List[api.Job]{Items: nonNil(jobs)})
+			case outName:
+				for _, j := range jobs {
+					fmt.Fprintln(out, j.Metadata.ID)
+				}
+				return nil
+			}
+			if len(jobs) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No jobs. Submit one: gpucloud submit -f examples/hello/job.yaml")
+				return nil
+			}
+			t := newTable(out, jobHeader(output == outWide)...)
+			for i := range jobs {
+				t.row(jobRow(&jobs[i], output == outWide, now)...)
+			}
+			return t.flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&phase, "phase", "", "only jobs in this phase: Pending|Running|Succeeded|Failed|Cancelled")
+	f.StringVar(&queue, "queue", "", "only jobs of this queue")
+	f.StringVar(&tenant, "tenant", "", "only jobs of this tenant (admin)")
+	f.StringVar(&name, "name", "", "only jobs with this name")
+	f.BoolVarP(&watch, "watch", "w", false, "print every change of a job as it happens (Ctrl-C to stop)")
+	cmd.RegisterFlagCompletionFunc("phase", cobra.FixedCompletions([]string{"Pending", "Running", "Succeeded", "Failed", "Cancelled"}, cobra.ShellCompDirectiveNoFileComp))
+	addOutputFlag(cmd, &output, getFormats...)
+	return cmd
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func parsePhase(s string) (api.Phase, error) {
+	for _, p := range []api.Phase{api.PhasePending, api.PhaseRunning, api.PhaseSucceeded, api.PhaseFailed, api.PhaseCancelled} {
+		if strings.EqualFold(s, string(p)) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("--phase %q: want Pending, Running, Succeeded, Failed or Cancelled", s)
+}
+
+func jobHeader(wide bool) []string {
+	h := []string{"ID", "NAME", "TENANT", "QUEUE", "GPUS", "PHASE", "RESTARTS", "AGE"}
+	if wide {
+		h = append(h, "NODES", "LEAVES", "PRIORITY", "REASON")
+	}
+	return h
+}
+
+func jobRow(j *api.Job, wide bool, now time.Time) []string {
+	restarts := strconv.Itoa(j.Status.Restarts)
+	if j.Status.Requeues > 0 {
+		restarts += fmt.Sprintf(" (+%d requeued)", j.Status.Requeues)
+	}
+	row := []string{j.Metadata.ID, j.Metadata.Name, j.Metadata.Tenant, j.Spec.Queue,
+		strconv.Itoa(jobGPUs(j)), string(j.Status.Phase), restarts, age(j.Metadata.CreatedAt, now)}
+	if wide {
+		nodes, leaves := "", ""
+		if p := j.Status.Placement; p != nil && j.Status.Phase == api.PhaseRunning {
+			hosts := make([]string, len(p.Groups))
+			for i, g := range p.Groups {
+				hosts[i] = g.Hosts
+			}
+			nodes = strings.Join(hosts, ",")
+			leaves = p.LeafNames
+			if leaves == "" {
+				leaves = strconv.Itoa(p.Leaves)
+			}
+		}
+		row = append(row, nodes, leaves, strconv.Itoa(int(j.Spec.Priority)), oneLine(j.Status.Reason, 80))
+	}
+	return row
+}
+
+// oneLine keeps a message on one table line.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if max > 3 && len(s) > max {
+		s = s[:max-3] + "..."
+	}
+	return s
+}
+
+// watchJobs prints a row (or a JSON line) for every change of a job.
+func watchJobs(ctx context.Context, c *client.Client, f client.JobFilter, output string, w io.Writer) error {
+	wide := output == outWide
+	var t *table
+	if output == outTable || wide {
+		t = newTable(w, jobHeader(wide)...)
+		t.flush()
+	}
+	keep := func(j *api.Job) bool {
+		return (f.Phase == "" || j.Status.Phase == f.Phase) && (f.Queue == "" || j.Spec.Queue == f.Queue) &&
+			(f.Tenant == "" || j.Metadata.Tenant == f.Tenant) && (f.Name == "" || j.Metadata.Name == f.Name)
+	}
+	err := c.WatchJobs(ctx, func(ev api.WatchEvent[api.Job]) error {
+		j := &ev.Object
+		if !keep(j) {
+			return nil
+		}
+		switch output {
+		case outJSON:
+			return json.NewEncoder(w).Encode(ev) // one event a line
+		case outYAML:
+			fmt.Fprintln(w, "---")
+			return printObject(w, outYAML, ev)
+		case outName:
+			_, err := fmt.Fprintln(w, j.Metadata.ID)
+			return err
+		}
+		row := jobRow(j, wide, time.Now())
+		if ev.Type == "DELETED" {
+			row[5] = "Deleted"
+		}
+		t.row(row...)
+		return t.flush()
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func newGetNodesCmd(cn *conn) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "nodes [NAME...]",
+		Aliases: []string{"node", "no"},
+		Short:   "List nodes with their GPUs, health and leaf switch, or show some",
+		Example: `  gpucloud get nodes
+  gpucloud get nodes -o wide
+  gpucloud get node ndv5-0001 -o yaml`,
+		ValidArgsFunction: completeNodes(cn),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, getFormats...); err != nil {
+				return err
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var nodes []api.Node
+			if len(args) > 0 {
+				for _, name := range args {
+					n, err := c.Node(ctx, name)
+					if err != nil {
+						return cn.explain(err, fmt.Sprintf("node %q", name))
+					}
+					nodes = append(nodes, *n)
+				}
+			} else if nodes, err = c.Nodes(ctx); err != nil {
+				return cn.explain(err, "")
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case outJSON, outYAML:
+				if len(args) == 1 {
+					return printObject(out, output, &nodes[0])
+				}
+				return printObject(out, output, api.List[api.Node]{Items: nonNil(nodes)})
+			case outName:
+				for _, n := range nodes {
+					fmt.Fprintln(out, n.Metadata.Name)
+				}
+				return nil
+			}
+			if len(nodes) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "No nodes: start an agent (`gpucloud up` runs one on this machine).")
+				return nil
+			}
+			now := time.Now()
+			wide := output == outWide
+			h := []string{"NAME", "STATUS", "GPUS", "MODEL", "LEAF", "AGE"}
+			if wide {
+				h = append(h, "ADDRESS", "CPUS", "MEMORY", "HCAS", "UNHEALTHY", "AGENT", "REASON")
+			}
+			t := newTable(out, h...)
+			for i := range nodes {
+				n := &nodes[i]
+				leaf := n.Status.Leaf
+				row := []string{n.Metadata.Name, nodeStatus(n), fmt.Sprintf("%d/%d", n.Status.GPUsAllocated, n.Status.GPUs),
+					nodeModel(n), leaf, age(n.Status.RegisteredAt, now)}
+				if wide {
+					inv := n.Status.Inventory
+					mem := ""
+					if inv.MemoryMiB > 0 {
+						mem = fmt.Sprintf("%dGi", inv.MemoryMiB/1024)
+					}
+					row = append(row, n.Status.Address, itoa0(inv.CPUs), mem, itoa0(len(inv.HCAs)),
+						intList(n.Status.Unhealthy), n.Status.AgentVersion, oneLine(n.Status.Reason, 60))
+				}
+				t.row(row...)
+			}
+			return t.flush()
+		},
+	}
+	addOutputFlag(cmd, &output, getFormats...)
+	return cmd
+}
+
+func itoa0(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+func intList(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// usage counts what the jobs of a queue or tenant hold and wait for.
+type usage struct {
+	running, pending       int
+	gpus, pendingGPUs, all int
+}
+
+func usageBy(jobs []api.Job, key func(*api.Job) string) map[string]*usage {
+	out := map[string]*usage{}
+	for i := range jobs {
+		j := &jobs[i]
+		u := out[key(j)]
+		if u == nil {
+			u = &usage{}
+			out[key(j)] = u
+		}
+		u.all++
+		switch j.Status.Phase {
+		case api.PhaseRunning:
+			u.running++
+			u.gpus += placedGPUs(j)
+		case api.PhasePending:
+			u.pending++
+			u.pendingGPUs += jobGPUs(j)
+		}
+	}
+	return out
+}
+
+func newGetQueuesCmd(cn *conn) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "queues [NAME...]",
+		Aliases: []string{"queue", "q"},
+		Short:   "List queues with their quota and what their jobs use, or show some",
+		Example: `  gpucloud get queues
+  gpucloud get queue default -o yaml`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, getFormats...); err != nil {
+				return err
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			qs, err := c.Queues(ctx)
+			if err != nil {
+				return cn.explain(err, "")
+			}
+			if len(args) > 0 {
+				byName := map[string]api.Queue{}
+				for _, q := range qs {
+					byName[q.Metadata.Name] = q
+				}
+				qs = qs[:0:0]
+				for _, a := range args {
+					q, ok := byName[a]
+					if !ok {
+						return fmt.Errorf("queue %q not found", a)
+					}
+					qs = append(qs, q)
+				}
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case outJSON, outYAML:
+				if len(args) == 1 {
+					return printObject(out, output, &qs[0])
+				}
+				return printObject(out, output, api.List[api.Queue]{Items: nonNil(qs)})
+			case outName:
+				for _, q := range qs {
+					fmt.Fprintln(out, q.Metadata.Name)
+				}
+				return nil
+			}
+			jobs, err := allJobs(ctx, c, client.JobFilter{})
+			if err != nil {
+				return cn.explain(err, "")
+			}
+			use := usageBy(jobs, func(j *api.Job) string { return j.Spec.Queue })
+			wide := output == outWide
+			h := []string{"NAME", "PARENT", "QUOTA", "GPUS", "RUNNING", "PENDING", "WEIGHT"}
+			if wide {
+				h = append(h, "BORROWING-LIMIT", "PENDING-GPUS", "TENANTS")
+			}
+			t := newTable(out, h...)
+			for _, q := range qs {
+				u := use[q.Metadata.Name]
+				if u == nil {
+					u = &usage{}
+				}
+				quota := strconv.Itoa(q.Spec.Quota)
+				if q.Spec.QuotaRemainder {
+					quota = "rest"
+				}
+				row := []string{q.Metadata.Name, q.Spec.Parent, quota, strconv.Itoa(u.gpus), strconv.Itoa(u.running),
+					strconv.Itoa(u.pending), strconv.FormatFloat(max(q.Spec.Weight, 0), 'g', -1, 64)}
+				if wide {
+					limit := "none"
+					if q.Spec.BorrowingLimit != nil {
+						limit = strconv.Itoa(*q.Spec.BorrowingLimit)
+					}
+					tenants := strings.Join(q.Spec.Tenants, ",")
+					if tenants == "" {
+						tenants = "all"
+					}
+					row = append(row, limit, strconv.Itoa(u.pendingGPUs), tenants)
+				}
+				t.row(row...)
+			}
+			return t.flush()
+		},
+	}
+	addOutputFlag(cmd, &output, getFormats...)
+	return cmd
+}
+
+func newGetTenantsCmd(cn *conn) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "tenants [NAME...]",
+		Aliases: []string{"tenant"},
+		Short:   "List tenants with what their jobs use, or show some",
+		Example: `  gpucloud get tenants
+  gpucloud get tenant default -o json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, getFormats...); err != nil {
+				return err
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			ts, err := c.Tenants(ctx)
+			if err != nil {
+				return cn.explain(err, "")
+			}
+			if len(args) > 0 {
+				byName := map[string]api.Tenant{}
+				for _, t := range ts {
+					byName[t.Metadata.Name] = t
+				}
+				ts = ts[:0:0]
+				for _, a := range args {
+					t, ok := byName[a]
+					if !ok {
+						return fmt.Errorf("tenant %q not found", a)
+					}
+					ts = append(ts, t)
+				}
+			}
+			out := cmd.OutOrStdout()
+			switch output {
+			case outJSON, outYAML:
+				if len(args) == 1 {
+					return printObject(out, output, &ts[0])
+				}
+				return printObject(out, output, api.List[api.Tenant]{Items: nonNil(ts)})
+			case outName:
+				for _, t := range ts {
+					fmt.Fprintln(out, t.Metadata.Name)
+				}
+				return nil
+			}
+			jobs, err := allJobs(ctx, c, client.JobFilter{})
+			if err != nil {
+				return cn.explain(err, "")
+			}
+			use := usageBy(jobs, func(j *api.Job) string { return j.Metadata.Tenant })
+			sort.Slice(ts, func(i, j int) bool { return ts[i].Metadata.Name < ts[j].Metadata.Name })
+			now := time.Now()
+			h := []string{"NAME", "DEFAULT-QUEUE", "GPUS", "RUNNING", "PENDING", "JOBS", "AGE"}
+			if output == outWide {
+				h = append(h, "DESCRIPTION")
+			}
+			t := newTable(out, h...)
+			for _, tn := range ts {
+				u := use[tn.Metadata.Name]
+				if u == nil {
+					u = &usage{}
+				}
+				dq := tn.Spec.DefaultQueue
+				if dq == "" {
+					dq = "default"
+				}
+				row := []string{tn.Metadata.Name, dq, strconv.Itoa(u.gpus), strconv.Itoa(u.running), strconv.Itoa(u.pending),
+					strconv.Itoa(u.all), age(tn.Metadata.CreatedAt, now)}
+				if output == outWide {
+					row = append(row, oneLine(tn.Spec.Description, 60))
+				}
+				t.row(row...)
+			}
+			return t.flush()
+		},
+	}
+	addOutputFlag(cmd, &output, getFormats...)
+	return cmd
+}
+
+// Shell completion of job IDs and node names, from the API.
+
+func completeJobs(cn *conn) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		c, err := cn.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		jobs, err := allJobs(ctx, c, client.JobFilter{})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []string
+		for _, j := range jobs {
+			if strings.HasPrefix(j.Metadata.ID, prefix) {
+				out = append(out, j.Metadata.ID+"\t"+j.Metadata.Name+" "+string(j.Status.Phase))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+func completeNodes(cn *conn) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		c, err := cn.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		nodes, err := c.Nodes(ctx)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var out []string
+		for _, n := range nodes {
+			if strings.HasPrefix(n.Metadata.Name, prefix) {
+				out = append(out, n.Metadata.Name+"\t"+nodeStatus(&n))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
