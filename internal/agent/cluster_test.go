@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 }
 
 // gpucloudBinary builds cmd/gpucloud once per test run.
-func gpucloudBinary(t *testing.T) string {
+func gpucloudBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: skipping the end-to-end test (it builds and runs gpucloud)")
@@ -129,7 +129,7 @@ type node struct {
 }
 
 type cluster struct {
-	t         *testing.T
+	t         testing.TB
 	bin       string
 	dir       string
 	netns     bool
@@ -153,7 +153,7 @@ func canNetns() bool {
 	return err == nil
 }
 
-func run(t *testing.T, name string, args ...string) {
+func run(t testing.TB, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
@@ -162,9 +162,14 @@ func run(t *testing.T, name string, args ...string) {
 
 // newCluster starts a server and one agent per entry of gpus (the number
 // of emulated GPUs of that node).
-func newCluster(t *testing.T, gpus []int, agentArgs ...string) *cluster {
+func newCluster(t testing.TB, gpus []int, agentArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: gpucloudBinary(t), dir: t.TempDir(), netns: canNetns()}
+	return startCluster(t, canNetns(), gpus, agentArgs...)
+}
+
+func startCluster(t testing.TB, netns bool, gpus []int, agentArgs ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bin: gpucloudBinary(t), dir: t.TempDir(), netns: netns}
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	c.nsPrefix = "gpc" + hex.EncodeToString(suffix[:])
@@ -361,7 +366,7 @@ func shimPID(path string) int {
 }
 
 // rankProcess finds the rank's own process (the child of its shim).
-func rankProcess(t *testing.T, n *node, job string, gen, rank int) int {
+func rankProcess(t testing.TB, n *node, job string, gen, rank int) int {
 	t.Helper()
 	shim := shimPID(filepath.Join(n.dataDir, "jobs", job, "gen-"+strconv.Itoa(gen), "rank-"+strconv.Itoa(rank), "shim.json"))
 	if shim == 0 {
@@ -427,7 +432,7 @@ func (c *cluster) waitPhase(id string, phase api.Phase, d time.Duration) *api.Jo
 	return j
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -438,7 +443,7 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
