@@ -39,6 +39,29 @@ func ParsePolicy(s string) (Policy, error) {
 	return "", fmt.Errorf("unknown policy %q (want one of %s)", s, strings.Join(names, ", "))
 }
 
+// QueueMode says how the workload's tenants become queues.
+type QueueMode string
+
+const (
+	// QueuesTenant gives each tenant a queue guaranteed an equal share of
+	// the fleet, free to borrow idle GPUs beyond it (as Philly's virtual
+	// clusters, or teams on a shared cloud). Borrowed GPUs can be reclaimed;
+	// a non-preemptible job must fit its tenant's guarantee.
+	QueuesTenant QueueMode = "tenant"
+	// QueuesShared puts every job in one queue guaranteed the whole fleet;
+	// tenants share it by fair share.
+	QueuesShared QueueMode = "shared"
+)
+
+// ParseQueueMode checks a --queues value.
+func ParseQueueMode(s string) (QueueMode, error) {
+	switch QueueMode(s) {
+	case QueuesTenant, QueuesShared:
+		return QueueMode(s), nil
+	}
+	return "", fmt.Errorf("unknown queue mode %q (want tenant or shared)", s)
+}
+
 // Config is one simulation run.
 type Config struct {
 	Fabric *topology.Fabric
@@ -61,6 +84,8 @@ type Config struct {
 	// (what backfill plans with): its true duration times this factor; 0
 	// declares none.
 	EstimateFactor float64
+	// Queues says how tenants map to the scheduler's queues.
+	Queues QueueMode
 	// Seed drives the failures.
 	Seed uint64
 	// MaxTime stops the run at this simulated time (0: no limit); jobs still
@@ -85,7 +110,7 @@ func DefaultConfig(f *topology.Fabric) Config {
 	return Config{
 		Fabric: f, Policy: PolicyDefault, Interval: DefaultInterval, Slowdown: DefaultSlowdown,
 		Failures: Llama3Failures(), Checkpoint: DefaultCheckpoint, RestartOverhead: DefaultRestartOverhead,
-		EstimateFactor: 1, Seed: 1,
+		EstimateFactor: 1, Queues: QueuesTenant, Seed: 1,
 	}
 }
 
@@ -95,6 +120,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("no fabric to simulate")
 	}
 	if _, err := ParsePolicy(string(c.Policy)); err != nil {
+		return err
+	}
+	if _, err := ParseQueueMode(string(c.Queues)); err != nil {
 		return err
 	}
 	switch {

@@ -107,8 +107,10 @@ type engine struct {
 	events, cycles                                 int64
 	prog                                           *progress
 
-	// observe, when set (tests), is called after each simulated instant.
+	// observe, when set (tests), is called after each simulated instant,
+	// and trace with each event.
 	observe func(now time.Duration)
+	trace   func(ev event)
 }
 
 type tenantAcc struct {
@@ -142,14 +144,18 @@ func newEngine(s scheduler, cfg Config, in Input) (*engine, error) {
 	for i := range f.Classes {
 		e.nodeGPUsMax = max(e.nodeGPUsMax, f.Classes[i].GPUs)
 	}
-	qs := make([]sched.Queue, 0, len(in.Tenants))
 	for _, t := range in.Tenants {
-		if _, dup := e.tenantIdx[t]; dup {
-			continue
+		if _, dup := e.tenantIdx[t]; !dup {
+			e.tenantIdx[t] = int32(len(e.tenants))
+			e.tenants = append(e.tenants, tenantAcc{name: t})
 		}
-		e.tenantIdx[t] = int32(len(e.tenants))
-		e.tenants = append(e.tenants, tenantAcc{name: t})
-		qs = append(qs, sched.Queue{Name: t, BorrowLimit: -1, Weight: 1})
+	}
+	var qs []sched.Queue // empty: the scheduler's one default queue
+	if cfg.Queues == QueuesTenant {
+		share := e.fleetGPUs / max(len(e.tenants), 1)
+		for _, t := range e.tenants {
+			qs = append(qs, sched.Queue{Name: t.name, Guaranteed: share, BorrowLimit: -1, Weight: 1})
+		}
 	}
 	if err := s.SetQueues(qs); err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
@@ -238,6 +244,9 @@ func (e *engine) advance(t time.Duration) {
 }
 
 func (e *engine) handle(ev event) {
+	if e.trace != nil {
+		e.trace(ev)
+	}
 	switch ev.kind {
 	case evArrival:
 		e.submit(e.next)
@@ -248,7 +257,9 @@ func (e *engine) handle(ev event) {
 		}
 	case evFailure:
 		e.failNode(topology.NodeID(ev.node), failureCause(ev.epoch))
-		e.pushFailure()
+		if e.fail != nil {
+			e.pushFailure()
+		}
 	case evRepair:
 		e.repairNode(topology.NodeID(ev.node))
 	case evTick:
@@ -337,12 +348,15 @@ func (e *engine) submit(w workload.Job) {
 		ckpt = 0
 	}
 	sj := sched.Job{
-		ID: w.ID, Tenant: w.Tenant, Queue: w.Tenant,
+		ID: w.ID, Tenant: w.Tenant, Queue: sched.DefaultQueue,
 		Replicas: replicas, GPUsPerReplica: per, MinReplicas: minR,
 		GPUModel: w.GPUModel, Priority: w.Priority, Preemptible: w.Preemptible,
 		Runtime:            time.Duration(float64(w.Duration) * e.cfg.EstimateFactor),
 		CheckpointInterval: ckpt,
 		Submitted:          e.at(e.now),
+	}
+	if e.cfg.Queues == QueuesTenant {
+		sj.Queue = w.Tenant
 	}
 	if err := e.s.Submit(sj); err != nil {
 		e.neverFit(w.ID, err.Error())
@@ -383,12 +397,12 @@ func (e *engine) apply(d sched.Decision, fromFailure bool) {
 	}
 	j := e.jobs[d.Job]
 	if j == nil {
-		e.err = fmt.Errorf("scheduler decided %s for job %q, which is not in flight", kindName(d.Kind), d.Job)
+		e.err = fmt.Errorf("scheduler decided %s for job %q, which is not in flight", d.Kind, d.Job)
 		return
 	}
 	needRunning := func(want bool) bool {
 		if j.running != want {
-			e.err = fmt.Errorf("scheduler decided %s for job %s, which is %s", kindName(d.Kind), j.id,
+			e.err = fmt.Errorf("scheduler decided %s for job %s, which is %s", d.Kind, j.id,
 				map[bool]string{true: "running", false: "not running"}[j.running])
 			return false
 		}
@@ -442,28 +456,10 @@ func (e *engine) apply(d sched.Decision, fromFailure bool) {
 
 func (e *engine) checkPlacement(d sched.Decision) bool {
 	if d.Placement == nil || len(d.Placement.Nodes) == 0 {
-		e.err = fmt.Errorf("scheduler decided %s for job %s without a placement", kindName(d.Kind), d.Job)
+		e.err = fmt.Errorf("scheduler decided %s for job %s without a placement", d.Kind, d.Job)
 		return false
 	}
 	return true
-}
-
-func kindName(k sched.DecisionKind) string {
-	switch k {
-	case sched.Place:
-		return "place"
-	case sched.Preempt:
-		return "preempt"
-	case sched.Requeue:
-		return "requeue"
-	case sched.Shrink:
-		return "shrink"
-	case sched.Grow:
-		return "grow"
-	case sched.Reject:
-		return "reject"
-	}
-	return fmt.Sprintf("kind(%d)", k)
 }
 
 // start begins a run segment of j on p.
@@ -526,7 +522,10 @@ func (e *engine) stop(j *jobRun, cause lossCause, orderly bool) {
 	case orderly:
 		saved = prog
 	default:
-		saved = prog / j.checkpoint * j.checkpoint
+		// Checkpoints fall every interval from the start of the segment,
+		// as the scheduler assumes when it weighs what a preemption costs;
+		// one that falls during the restart saves nothing new.
+		saved = max(0, el/j.checkpoint*j.checkpoint-j.overhead)
 	}
 	work := min(saved.Seconds()*j.rate, j.workLeft)
 	j.workLeft -= work

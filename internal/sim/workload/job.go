@@ -125,3 +125,17 @@ func (s *sliceSource) Len() int { return len(s.jobs) }
 
 // FromSlice returns a source over jobs, which must be sorted by Submit.
 func FromSlice(jobs []Job) Source { return &sliceSource{jobs: jobs} }
+
+// Tenants lists the tenants of the trace, sorted.
+func (t *Trace) Tenants() []string {
+	seen := map[string]bool{}
+	var out []string
+	for i := range t.Jobs {
+		if !seen[t.Jobs[i].Tenant] {
+			seen[t.Jobs[i].Tenant] = true
+			out = append(out, t.Jobs[i].Tenant)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

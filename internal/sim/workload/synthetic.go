@@ -19,7 +19,7 @@ const (
 	// and its GPU count from Dist.
 	MixGavel Mix = "gavel"
 	// MixLLM: an LLM-era fleet. A few pre-training gangs of 1,024 to 16,384
-	// GPUs (whole nodes, not preemptible, high priority) and fine-tuning
+	// GPUs (whole nodes, priority 100, checkpointing every 30 minutes) and fine-tuning
 	// jobs of 8 to 128 GPUs beside many small Gavel-like jobs. Shares of
 	// the offered GPU time: LLMShares.
 	MixLLM Mix = "llm"
@@ -131,9 +131,9 @@ type Synthetic struct {
 	// GPUs is the GPU-count distribution of the small jobs (default
 	// GavelGPUs).
 	GPUs Dist
-	// Tenants spreads jobs uniformly over that many tenants team-00, ...
+	// TenantCount spreads jobs uniformly over that many tenants team-00, ...
 	// (default 8); the LLM mix's pre-training gangs belong to "pretrain".
-	Tenants int
+	TenantCount int
 	// MaxGPUs, when set, bounds the pre-training gangs to the fleet.
 	MaxGPUs int
 	Seed    uint64
@@ -147,8 +147,8 @@ func (s *Synthetic) withDefaults() Synthetic {
 	if len(c.GPUs.Values) == 0 {
 		c.GPUs = GavelGPUs
 	}
-	if c.Tenants <= 0 {
-		c.Tenants = 8
+	if c.TenantCount <= 0 {
+		c.TenantCount = 8
 	}
 	return c
 }
@@ -245,7 +245,7 @@ func (s *Synthetic) Source() Source {
 	g := &generator{cfg: c, r: rand.New(rand.NewPCG(c.Seed, 0x5eed_0f_9c10d))}
 	g.pre, g.ft = c.classProbs()
 	g.sizes = c.pretrainSizes()
-	g.tenants = make([]string, c.Tenants)
+	g.tenants = make([]string, c.TenantCount)
 	for i := range g.tenants {
 		g.tenants[i] = fmt.Sprintf("team-%02d", i)
 	}
@@ -291,7 +291,6 @@ func (g *generator) Next() (Job, bool) {
 		j.Tenant = "pretrain"
 		j.GPUs = g.sizes[g.r.IntN(len(g.sizes))]
 		j.Priority = 100
-		j.Preemptible = false
 		j.Checkpoint = 30 * time.Minute
 		secs = 60 * g.uniformPow10(pretrainLo, pretrainHi)
 	case x < g.pre+g.ft:
@@ -307,3 +306,20 @@ func (g *generator) Next() (Job, bool) {
 	j.Duration = max(time.Duration(secs*1e9), time.Second)
 	return j, true
 }
+
+// Tenants lists the tenants the workload's jobs belong to, sorted.
+func (s *Synthetic) Tenants() []string {
+	c := s.withDefaults()
+	out := make([]string, 0, c.TenantCount+1)
+	if c.Mix == MixLLM {
+		out = append(out, "pretrain")
+	}
+	for i := range c.TenantCount {
+		out = append(out, fmt.Sprintf("team-%02d", i))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Epoch is offset 0 of synthetic workloads.
+var Epoch = csvEpoch

@@ -92,7 +92,7 @@ func TestLLMMix(t *testing.T) {
 		case j.Tenant == "pretrain":
 			pre += g
 			nPre++
-			if j.GPUs < 1024 || j.GPUs > 16384 || j.Preemptible {
+			if j.GPUs < 1024 || j.GPUs > 16384 || j.Priority != 100 {
 				t.Fatalf("bad pre-training gang %+v", j)
 			}
 		case j.Priority == 10:
