@@ -360,9 +360,11 @@ func shortDuration(d time.Duration) string {
 
 // Jobs.
 
-// findJob reads a job by ID, or by name when no ID matches and the name
-// is unambiguous.
-func findJob(ctx context.Context, cn *conn, c *client.Client, ref string) (*api.Job, error) {
+// findJob reads a job by ID, or by name when no ID matches. Names repeat
+// (every submission of a file makes a new job): reading picks the newest
+// and says so on note; acting (live) needs the one job of that name that
+// has not ended.
+func findJob(ctx context.Context, cn *conn, c *client.Client, ref string, note io.Writer, live bool) (*api.Job, error) {
 	j, err := c.Job(ctx, ref)
 	if err == nil {
 		return j, nil
@@ -370,24 +372,48 @@ func findJob(ctx context.Context, cn *conn, c *client.Client, ref string) (*api.
 	if !client.IsCode(err, 404) {
 		return nil, cn.explain(err, "")
 	}
-	if api.ValidName(ref) == "" {
-		l, lerr := c.Jobs(ctx, client.JobFilter{Name: ref})
-		if lerr == nil && len(l.Items) == 1 {
-			return &l.Items[0], nil
-		}
-		if lerr == nil && len(l.Items) > 1 {
-			ids := make([]string, len(l.Items))
-			for i, j := range l.Items {
-				ids[i] = j.Metadata.ID
-			}
-			sort.Strings(ids)
-			if len(ids) > 4 {
-				ids = append(ids[:4], "...")
-			}
-			return nil, fmt.Errorf("%d jobs are named %q (%s): give an ID", len(l.Items), ref, strings.Join(ids, ", "))
-		}
+	if api.ValidName(ref) != "" {
+		return nil, fmt.Errorf("job %q not found", ref)
 	}
-	return nil, fmt.Errorf("job %q not found", ref)
+	l, err := c.Jobs(ctx, client.JobFilter{Name: ref})
+	if err != nil {
+		return nil, cn.explain(err, "")
+	}
+	jobs := l.Items
+	if live {
+		kept := jobs[:0]
+		for _, j := range jobs {
+			if !j.Status.Phase.Terminal() {
+				kept = append(kept, j)
+			}
+		}
+		if len(kept) == 0 && len(jobs) > 0 {
+			return nil, fmt.Errorf("every job named %q has ended", ref)
+		}
+		jobs = kept
+	}
+	// IDs begin with the submission time: the last sorts newest.
+	sort.Slice(jobs, func(a, b int) bool { return jobs[a].Metadata.ID < jobs[b].Metadata.ID })
+	switch {
+	case len(jobs) == 0:
+		return nil, fmt.Errorf("job %q not found", ref)
+	case len(jobs) == 1:
+		return &jobs[0], nil
+	case live:
+		ids := make([]string, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.Metadata.ID
+		}
+		if len(ids) > 4 {
+			ids = append(ids[:4], "...")
+		}
+		return nil, fmt.Errorf("%d running or pending jobs are named %q (%s): give an ID", len(jobs), ref, strings.Join(ids, ", "))
+	}
+	newest := &jobs[len(jobs)-1]
+	if note != nil {
+		fmt.Fprintf(note, "(%d jobs are named %s: this is the newest, %s)\n", len(jobs), ref, newest.Metadata.ID)
+	}
+	return newest, nil
 }
 
 // allJobs lists every job the filter matches, page by page.

@@ -25,7 +25,7 @@ func newCancelCmd() *cobra.Command {
 			ctx := cmd.Context()
 			var errs []error
 			for _, ref := range args {
-				j, err := findJob(ctx, cn, c, ref)
+				j, err := findJob(ctx, cn, c, ref, nil, true)
 				if err != nil {
 					errs = append(errs, err)
 					continue

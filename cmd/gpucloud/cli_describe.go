@@ -45,7 +45,7 @@ func newDescribeJobCmd(cn *conn) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			j, err := findJob(ctx, cn, c, args[0])
+			j, err := findJob(ctx, cn, c, args[0], cmd.ErrOrStderr(), false)
 			if err != nil {
 				return err
 			}

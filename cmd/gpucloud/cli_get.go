@@ -82,7 +82,7 @@ func newGetJobsCmd(cn *conn) *cobra.Command {
 			var jobs []api.Job
 			if len(args) > 0 {
 				for _, ref := range args {
-					j, err := findJob(ctx, cn, c, ref)
+					j, err := findJob(ctx, cn, c, ref, cmd.ErrOrStderr(), false)
 					if err != nil {
 						return err
 					}

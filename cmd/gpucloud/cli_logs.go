@@ -36,7 +36,7 @@ stops following; the job goes on).`,
 			}
 			ctx, cancel := signalCtx(cmd)
 			defer cancel()
-			j, err := findJob(ctx, cn, c, args[0])
+			j, err := findJob(ctx, cn, c, args[0], cmd.ErrOrStderr(), false)
 			if err != nil {
 				return err
 			}
