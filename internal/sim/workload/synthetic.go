@@ -162,11 +162,11 @@ func (s *Synthetic) Validate() error {
 	if c.Jobs < 1 {
 		return fmt.Errorf("synthetic workload: jobs must be at least 1, got %d", c.Jobs)
 	}
-	if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {
-		return fmt.Errorf("synthetic workload: rate must be a positive number of jobs per hour, got %v", c.Rate)
-	}
 	if c.Mix == MixLLM && len(c.pretrainSizes()) == 0 {
 		return fmt.Errorf("synthetic workload: the llm mix needs a fleet of at least %d GPUs for its pre-training gangs", pretrainSizes[0])
+	}
+	if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {
+		return fmt.Errorf("synthetic workload: rate must be a positive number of jobs per hour, got %v", c.Rate)
 	}
 	return nil
 }

@@ -1,0 +1,37 @@
+package sim
+
+import (
+	"os"
+	"testing"
+
+	"gpucloud/internal/sim/workload"
+)
+
+// phillyFull is the full Philly job list, outside the repository.
+const phillyFull = "../../../shared/traces/philly/adaptdl_philly_jobs.csv"
+
+func loadPhillyFull(b testing.TB) *workload.Trace {
+	b.Helper()
+	if _, err := os.Stat(phillyFull); err != nil {
+		b.Skipf("the full Philly job list is not here (%v); it lives in /work/shared/traces/philly", err)
+	}
+	tr, err := workload.Load(phillyFull, workload.FormatPhilly)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tr
+}
+
+// BenchmarkPhilly replays the full 82,247-job Philly list on a 2,048-GPU
+// ndv5 fleet with failures, under the default policy.
+func BenchmarkPhilly(b *testing.B) {
+	tr := loadPhillyFull(b)
+	f := fleet(b, 2048)
+	for b.Loop() {
+		r, err := Run(DefaultConfig(f), TraceInput(tr))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.EventsPerS, "events/s")
+	}
+}
