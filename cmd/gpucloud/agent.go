@@ -105,6 +105,7 @@ KillMode=process so that restarting the agent does not kill the ranks.`,
 	f.DurationVar(&cfg.GracePeriod, "grace-period", 30*time.Second, "time between SIGTERM and SIGKILL when a gang is torn down")
 	f.IntVar(&cfg.LogMaxMB, "log-max-mb", 100, "rotate each rank's log at this size (MiB)")
 	f.IntVar(&cfg.LogMaxFiles, "log-max-files", 5, "rotated logs kept per rank")
+	f.IntVar(&cfg.PrestartShims, "prestart-shims", 0, "idle rank supervisors kept ready once the node has run a job, so ranks start without waiting for one (0: one per GPU; negative: none)")
 	f.DurationVar(&cfg.FenceAfter, "fence-after", 0, "tear gangs down after this long without an accepted heartbeat (default: the lease TTL; negative: never)")
 	f.StringVar(&cfg.IBRoot, "ib-root", ib.DefaultRoot, "where the InfiniBand devices are listed")
 	f.MarkHidden("ib-root")

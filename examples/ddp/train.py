@@ -78,8 +78,10 @@ def main():
     ckpt_dir = os.environ.get("GPUCLOUD_CHECKPOINT_DIR", "")
 
     if args.backend == "nccl":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        # The agent gives a per-GPU rank only its GPU (CUDA_VISIBLE_DEVICES),
+        # which it sees as cuda:0; torchrun's ranks see the node's GPUs.
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     dist.init_process_group(args.backend, init_method="env://", rank=rank, world_size=world,
@@ -106,7 +108,7 @@ def main():
         start = state[0]["step"]
         log(f"resumed from step {start} (checkpoint loss {state[0]['loss']:.6f})")
 
-    ddp = DDP(model)
+    ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = nn.MSELoss()
     loss_val = float("nan")
     for step in range(start, args.steps):

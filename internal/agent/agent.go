@@ -77,6 +77,10 @@ type Config struct {
 	LogMaxMB, LogMaxFiles int
 	// Shim runs a rank's supervisor: [/usr/bin/gpucloud agent shim].
 	Shim []string
+	// PrestartShims is the number of idle shims kept ready once the node
+	// has run a gang, to keep the shim's start off the launch path
+	// (0: one per GPU, at most 16; negative: none).
+	PrestartShims int
 
 	// FenceAfter: without a heartbeat accepted for this long, the agent
 	// tears its gangs down, since the control plane has requeued them
@@ -191,9 +195,7 @@ func New(cfg Config) (*Agent, error) {
 		DataDir: cfg.DataDir, CheckpointRoot: cfg.CheckpointRoot, NodeName: cfg.NodeName,
 		Shim: cfg.Shim, GracePeriod: cfg.GracePeriod, LogMaxMB: cfg.LogMaxMB, LogMaxFiles: cfg.LogMaxFiles,
 		NodeEnv: nodeEnv, OnEvent: a.enqueue, Log: cfg.Log,
-		// One idle shim per GPU: a per-GPU gang starts without waiting for
-		// shims to start.
-		Prestart: min(len(a.inv.Devices), 16),
+		Prestart: prestart(cfg.PrestartShims, len(a.inv.Devices)),
 	})
 	if err != nil {
 		a.gpus.Close()
@@ -432,6 +434,18 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		a.log.Error("fencing: tearing down every gang", "reason", reason)
 		go a.l.StopAll(reason)
 	}
+}
+
+// prestart is the launcher's pool size: by default one idle shim per GPU,
+// so a per-GPU gang starts without waiting for shims to start.
+func prestart(n, gpus int) int {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return min(gpus, 16)
+	}
+	return n
 }
 
 func hasJob(rs []api.RunningJob, job string, gen int) bool {

@@ -48,9 +48,9 @@ type Config struct {
 	// kept, the generation is never started again, even if a lagging
 	// replica assigns it once more.
 	Retain time.Duration
-	// Prestart is the number of idle shims kept ready (0: none), so that
-	// launching a rank does not wait for a shim to start: one per GPU
-	// covers a per-GPU gang.
+	// Prestart is the number of idle shims kept ready once the node has
+	// run a gang (0: none), so that launching a rank does not wait for a
+	// shim to start: one per GPU covers a per-GPU gang.
 	Prestart int
 	Log      *slog.Logger
 }

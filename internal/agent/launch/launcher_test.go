@@ -236,6 +236,12 @@ func liveInGroup(pgid int) []string {
 func TestPrestartedShims(t *testing.T) {
 	rec := &recorder{}
 	l := newLauncher(t, t.TempDir(), rec, func(c *Config) { c.Prestart = 3 })
+	if l.pool.idle != nil {
+		t.Fatal("idle shims before the node ran anything")
+	}
+	first := spec("job-first", 0, "true")
+	l.Sync([]Spec{first})
+	waitGang(t, l, first.Key())
 	l.pool.waitFull()
 	l.pool.mu.Lock()
 	idle := slices.Clone(l.pool.idle)
@@ -244,7 +250,7 @@ func TestPrestartedShims(t *testing.T) {
 		t.Fatalf("%d idle shims, want 3", len(idle))
 	}
 	s := spec("job-p", 0, "echo rank $RANK in $PWD", "echo rank $RANK in $PWD")
-	if err := l.Sync([]Spec{s}); err != nil {
+	if err := l.Sync([]Spec{first, s}); err != nil {
 		t.Fatal(err)
 	}
 	st := waitGang(t, l, s.Key())
@@ -264,6 +270,16 @@ func TestPrestartedShims(t *testing.T) {
 	if used != 2 {
 		t.Errorf("%d ranks ran on prestarted shims, want 2", used)
 	}
+	l.pool.waitFull()
+	l.pool.mu.Lock()
+	idle = slices.Clone(l.pool.idle)
+	l.pool.mu.Unlock()
+	// An idle node lets its shims go.
+	l.pool.release()
+	for _, sh := range idle {
+		groupGone(t, sh.cmd.Process.Pid)
+	}
+	l.pool.refill()
 	l.pool.waitFull()
 	l.pool.mu.Lock()
 	idle = slices.Clone(l.pool.idle)

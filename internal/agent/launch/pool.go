@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // A shim is a Go program: its runtime and package initialisation take
@@ -49,7 +50,10 @@ func (l *Launcher) spawnShim() (*idleShim, error) {
 	return &idleShim{cmd: cmd, spec: w}, nil
 }
 
-// pool keeps up to want idle shims.
+// pool keeps up to want idle shims. It fills once the node has run a gang
+// (a node that never runs one keeps no idle processes: gpucloud up runs
+// many simulated nodes in one process), and lets its shims go after
+// idleTimeout without a launch.
 type pool struct {
 	l       *Launcher
 	want    int
@@ -58,12 +62,15 @@ type pool struct {
 	filling bool
 	closed  bool
 	full    *sync.Cond
+	expiry  *time.Timer
 }
+
+// idleTimeout releases the idle shims of a node that stopped launching.
+const idleTimeout = 10 * time.Minute
 
 func newPool(l *Launcher, want int) *pool {
 	p := &pool{l: l, want: want}
 	p.full = sync.NewCond(&p.mu)
-	p.refill()
 	return p
 }
 
@@ -90,6 +97,11 @@ func (p *pool) refill() {
 		return
 	}
 	p.mu.Lock()
+	if p.expiry == nil {
+		p.expiry = time.AfterFunc(idleTimeout, p.release)
+	} else {
+		p.expiry.Reset(idleTimeout)
+	}
 	if p.filling || p.closed || len(p.idle) >= p.want {
 		p.mu.Unlock()
 		return
@@ -138,20 +150,31 @@ func (p *pool) waitFull() {
 	p.mu.Unlock()
 }
 
-// close lets the idle shims go: their pipes close, they exit.
+// release lets the idle shims go (the node has not launched for a while);
+// the next gang fills the pool again.
+func (p *pool) release() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+}
+
+// close lets the idle shims go for good: their pipes close, they exit.
 func (p *pool) close() {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	p.closed = true
-	idle := p.idle
-	p.idle = nil
+	if p.expiry != nil {
+		p.expiry.Stop()
+	}
 	p.full.Broadcast()
 	p.mu.Unlock()
-	for _, s := range idle {
-		s.close()
-	}
+	p.release()
 }
 
 func (s *idleShim) close() {
