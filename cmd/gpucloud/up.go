@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -138,6 +139,7 @@ type upInstance struct {
 	srv      *server.Server
 	srvDone  chan error
 	srvStop  context.CancelFunc
+	front    *http.Server // the dashboard beside the API, when linked in
 	agents   []*upAgent
 	agStop   context.CancelFunc
 	agWG     sync.WaitGroup
@@ -386,6 +388,11 @@ func (u *upInstance) startServer(ctx context.Context) error {
 		ID:     "up/" + host,
 		Logger: u.log.With("component", "server"),
 	}
+	if dashboardHandler != nil {
+		// The dashboard is served beside the API on --listen; the server
+		// itself listens on a loopback port of its own.
+		cfg.Listen = "127.0.0.1:0"
+	}
 	s, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -403,11 +410,50 @@ func (u *upInstance) startServer(ctx context.Context) error {
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("the control plane did not start within a minute (see %s)", filepath.Join(u.dir, "up.log"))
 	}
+	addr := s.Addr()
+	if dashboardHandler != nil {
+		if addr, err = u.serveFront(s.Handler(), dashboardHandler()); err != nil {
+			return err
+		}
+	}
 	if _, port, _ := net.SplitHostPort(u.o.listen); port == "0" {
-		u.url, _ = clientURL(s.Addr()) // the port the server picked
+		u.url, _ = clientURL(addr) // the port picked
 	}
 	u.log.Info("control plane up", "url", u.url)
 	return nil
+}
+
+// serveFront serves the API and the dashboard on --listen: /v1/...,
+// /healthz, /readyz and /metrics go to the API, the rest to the dashboard.
+func (u *upInstance) serveFront(apiH, dash http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", u.o.listen)
+	if err != nil {
+		return "", fmt.Errorf("cannot listen on %s: %w", u.o.listen, err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if strings.HasPrefix(p, "/v1/") || p == "/healthz" || p == "/readyz" || p == "/metrics" {
+			apiH.ServeHTTP(w, r)
+			return
+		}
+		dash.ServeHTTP(w, r)
+	})
+	u.front = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(u.log.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := u.front.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			u.log.Error("dashboard listener", "err", err)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+func (u *upInstance) stopFront() {
+	if u.front != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		u.front.Shutdown(ctx)
+		u.front = nil
+	}
 }
 
 func (u *upInstance) readAdminToken() error {
@@ -605,7 +651,13 @@ func (u *upInstance) writeCLIConfig() error {
 // printBanner tells where everything is and what to try next.
 func (u *upInstance) printBanner(w io.Writer) {
 	t := newTable(w)
-	t.row("  dashboard:", u.url+"/")
+	if dashboardHandler != nil {
+		// The token rides in the fragment, which never reaches a server;
+		// the page keeps it and drops it from the address bar.
+		t.row("  dashboard:", u.url+"/#token="+u.admin)
+	} else {
+		t.row("  dashboard:", "not in this build (the web package is not linked in)")
+	}
 	t.row("  API:", u.url+"/v1 (OpenAPI at "+u.url+"/v1/openapi.json)")
 	t.row("  admin token:", filepath.Join(u.dir, "admin.token"))
 	if u.config != "" {
@@ -693,6 +745,7 @@ func (u *upInstance) stop(ctx context.Context, w io.Writer) error {
 	}
 	u.agStop()
 	u.agWG.Wait()
+	u.stopFront()
 	u.srvStop()
 	err := <-u.srvDone
 	u.release()
@@ -769,6 +822,7 @@ func (u *upInstance) abort() {
 		u.agStop()
 		u.agWG.Wait()
 	}
+	u.stopFront()
 	if u.srvStop != nil {
 		u.srvStop()
 		<-u.srvDone
@@ -787,6 +841,10 @@ func (u *upInstance) release() {
 		u.lock = nil
 	}
 }
+
+// dashboardHandler, when the dashboard is linked in (up_web.go), serves
+// it beside the API.
+var dashboardHandler func() http.Handler
 
 // upVersion is what up's agents report.
 const upVersion = "gpucloud-up"
