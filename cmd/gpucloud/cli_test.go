@@ -166,7 +166,7 @@ func TestExamplesAreValidJobs(t *testing.T) {
 
 func TestToYAMLKeepsAPINamesAndOrder(t *testing.T) {
 	j := &api.Job{APIVersion: api.Version, Kind: api.KindJob, Metadata: api.ObjectMeta{Name: "x", ID: "j1"},
-		Spec: api.JobSpec{Replicas: 2, GPUsPerReplica: 8, Command: []string{"python3", "-c", "print('hi: there')"}},
+		Spec:   api.JobSpec{Replicas: 2, GPUsPerReplica: 8, Command: []string{"python3", "-c", "print('hi: there')"}},
 		Status: api.JobStatus{Phase: api.PhaseRunning}}
 	b, err := toYAML(j)
 	if err != nil {
