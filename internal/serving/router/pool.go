@@ -28,7 +28,8 @@ func nowNs() int64 { return int64(time.Since(epoch)) }
 // pool's mutex.
 type endpoint struct {
 	id, addr  string
-	transport *http.Transport
+	up        *upstream       // requests
+	transport *http.Transport // health checks and upgrades
 	kick      chan struct{} // asks the health loop for a check now
 	stop      chan struct{} // closed when the endpoint leaves the pool
 
@@ -246,8 +247,14 @@ func (p *pool) release(e *endpoint, failed bool, why string) {
 		}
 	}
 	if closeIdle {
-		e.transport.CloseIdleConnections()
+		e.closeConns()
 	}
+}
+
+// closeConns closes a removed replica's idle connections.
+func (e *endpoint) closeConns() {
+	e.up.closeIdle(true)
+	e.transport.CloseIdleConnections()
 }
 
 func (p *pool) newEndpoint(ep Endpoint) *endpoint {
@@ -255,6 +262,7 @@ func (p *pool) newEndpoint(ep Endpoint) *endpoint {
 	d := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 	return &endpoint{
 		id: ep.ID, addr: ep.Addr, draining: ep.Draining,
+		up:   newUpstream(ep.Addr, o),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}),
 		transport: &http.Transport{
 			// No Proxy: replicas are reached directly, whatever the
@@ -317,7 +325,7 @@ func (p *pool) removeLocked(e *endpoint) {
 	e.removed = true
 	close(e.stop)
 	if e.inflight == 0 {
-		go e.transport.CloseIdleConnections()
+		go e.closeConns()
 	}
 }
 

@@ -50,8 +50,8 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, path, raw string) {
 			}
 		}
 	}
-	hdr := outHeader(r, o)
-	u := url.URL{Scheme: "http", Path: path, RawPath: raw, RawQuery: r.URL.RawQuery}
+	u := url.URL{Path: path, RawPath: raw, RawQuery: r.URL.RawQuery}
+	out := &outRequest{method: r.Method, target: u.RequestURI(), header: outHeader(r, o), body: buf, stream: stream, length: r.ContentLength}
 
 	var tried []*endpoint
 	for attempt := 1; ; attempt++ {
@@ -63,20 +63,7 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, path, raw string) {
 			p.failAcquire(w, ctx, start, err, o)
 			return
 		}
-		uu := u
-		uu.Host = e.addr
-		out := (&http.Request{
-			Method: r.Method, URL: &uu, Header: hdr,
-			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		}).WithContext(ctx)
-		switch {
-		case stream != nil:
-			out.Body, out.ContentLength = io.NopCloser(stream), r.ContentLength
-		case len(buf) > 0:
-			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-		}
-		resp, err := e.transport.RoundTrip(out)
+		resp, err := e.up.roundTrip(ctx, out)
 		if err == nil {
 			p.respond(w, r, resp, e, start)
 			return
@@ -270,7 +257,9 @@ func hopHeader(k string) bool {
 func outHeader(r *http.Request, o *Options) http.Header {
 	h := make(http.Header, len(r.Header)+4)
 	for k, vv := range r.Header {
-		if hopHeader(k) || (k == "Authorization" && !o.ForwardAuthorization) {
+		// The router writes its own Content-Length and sends bodies at
+		// once (so no Expect: 100-continue).
+		if hopHeader(k) || k == "Content-Length" || k == "Expect" || (k == "Authorization" && !o.ForwardAuthorization) {
 			continue
 		}
 		h[k] = vv
@@ -286,9 +275,6 @@ func outHeader(r *http.Request, o *Options) http.Header {
 		if strings.Contains(strings.ToLower(v), "trailers") {
 			h["Te"] = []string{"trailers"}
 		}
-	}
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // no Go default
 	}
 	ip, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
