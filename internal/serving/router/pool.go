@@ -30,8 +30,8 @@ type endpoint struct {
 	id, addr  string
 	up        *upstream       // requests
 	transport *http.Transport // health checks and upgrades
-	kick      chan struct{} // asks the health loop for a check now
-	stop      chan struct{} // closed when the endpoint leaves the pool
+	kick      chan struct{}   // asks the health loop for a check now
+	stop      chan struct{}   // closed when the endpoint leaves the pool
 
 	inflight int
 	draining bool
