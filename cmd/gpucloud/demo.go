@@ -26,7 +26,7 @@ func init() { extraCommands = append(extraCommands, newDemoCmd) }
 func newDemoCmd() *cobra.Command {
 	var o upOptions
 	var dir string
-	var exit bool
+	var keep bool
 	var timeout time.Duration
 	var cn *conn
 	cmd := &cobra.Command{
@@ -38,15 +38,17 @@ end, and print how each went and where to look next.
 
 It uses the gpucloud the CLI is set up for (~/.gpucloud/config, --server,
 $GPUCLOUD_SERVER). When none answers it starts one here, as ` + "`gpucloud up`" + `
-does (same flags), and keeps it running afterwards for you to explore; --exit
-stops it once the examples are done.
+does (same flags), and stops it cleanly once the examples are done (--keep
+leaves it running); the jobs stay in its data directory, so a later
+` + "`gpucloud up`" + ` shows them.
 
 Examples whose needs are missing are skipped with the reason: the DDP job
 needs PyTorch for /usr/bin/python3 (or the job's PYTHON), the MPI job needs
 mpirun. The examples come from ./examples when run in a gpucloud checkout,
 else from the binary (written to <data-dir>/examples).`,
 		Example: `  gpucloud demo
-  gpucloud demo --exit --data-dir /tmp/gpucloud-demo --listen 127.0.0.1:9090`,
+  gpucloud demo --keep
+  gpucloud demo --data-dir /tmp/gpucloud-demo --listen 127.0.0.1:9090`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.fakeSet = cmd.Flags().Changed("fake-gpus")
@@ -71,7 +73,7 @@ else from the binary (written to <data-dir>/examples).`,
 				if u, err = startUp(ctx, &o, errw); err != nil {
 					return err
 				}
-				u.printBanner(out)
+				u.printBanner(out, false)
 				fmt.Fprintln(out)
 				c = u.admCli
 			}
@@ -86,7 +88,7 @@ else from the binary (written to <data-dir>/examples).`,
 			if runErr != nil {
 				fmt.Fprintln(errw, "error:", runErr)
 			}
-			if exit || ctx.Err() != nil {
+			if !keep || ctx.Err() != nil {
 				if ctx.Err() == nil {
 					fmt.Fprintln(out)
 				}
@@ -95,9 +97,12 @@ else from the binary (written to <data-dir>/examples).`,
 				if err := u.stop(hard, out); err != nil {
 					return err
 				}
+				if ctx.Err() == nil {
+					fmt.Fprintln(out, "`gpucloud up` starts it again, with these jobs; `gpucloud demo --keep` leaves it running.")
+				}
 				return runErr
 			}
-			fmt.Fprintln(out, "\ngpucloud is still up for you to explore (see above); Ctrl-C stops it.")
+			fmt.Fprintln(out, "\ngpucloud is still up for you to explore, in another terminal; Ctrl-C stops it.")
 			if err := u.serveUntil(ctx, errw); err != nil {
 				return err
 			}
@@ -107,7 +112,7 @@ else from the binary (written to <data-dir>/examples).`,
 	addUpFlags(cmd, &o)
 	f := cmd.Flags()
 	f.StringVar(&dir, "examples", "", "directory of the examples (default ./examples in a checkout, else the binary's own copy)")
-	f.BoolVar(&exit, "exit", false, "stop the gpucloud the demo started once the examples are done")
+	f.BoolVar(&keep, "keep", false, "leave the gpucloud the demo started running once the examples are done")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "give up on the examples after this long")
 	cn = addConnFlags(cmd)
 	return cmd

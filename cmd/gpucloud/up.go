@@ -112,7 +112,7 @@ running and the next start adopts them.`,
 			if err != nil {
 				return err
 			}
-			u.printBanner(cmd.OutOrStdout())
+			u.printBanner(cmd.OutOrStdout(), true)
 			return u.serveUntil(ctx, cmd.ErrOrStderr())
 		},
 	}
@@ -649,7 +649,7 @@ func (u *upInstance) writeCLIConfig() error {
 }
 
 // printBanner tells where everything is and what to try next.
-func (u *upInstance) printBanner(w io.Writer) {
+func (u *upInstance) printBanner(w io.Writer, next bool) {
 	t := newTable(w)
 	if dashboardHandler != nil {
 		// The token rides in the fragment, which never reaches a server;
@@ -670,24 +670,26 @@ func (u *upInstance) printBanner(w io.Writer) {
 	t.row("  data:", u.dir+" (logs in up.log)")
 	fmt.Fprintln(w, "gpucloud is up.")
 	t.flush()
+	if !next {
+		return
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Next, in another terminal:")
-	ex := examplePath("hello")
-	fmt.Fprintf(w, "  gpucloud submit -f %s --wait\n", ex)
-	fmt.Fprintln(w, "  gpucloud get jobs")
-	fmt.Fprintln(w, "  gpucloud demo                # every example, end to end")
+	if ex := filepath.Join("examples", "hello", "job.yaml"); fileExists(ex) {
+		fmt.Fprintf(w, "  gpucloud submit -f %s --wait   # a one-GPU job\n", ex)
+		fmt.Fprintln(w, "  gpucloud get jobs")
+		fmt.Fprintln(w, "  gpucloud demo                 # every example, end to end")
+	} else {
+		fmt.Fprintln(w, "  gpucloud demo                 # the example jobs, end to end")
+		fmt.Fprintln(w, "  gpucloud get jobs")
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Ctrl-C stops (running jobs go back to the queue); `gpucloud up` again resumes.")
 }
 
-// examplePath is the path of an example job as the user would type it:
-// relative when the examples are under the working directory.
-func examplePath(name string) string {
-	rel := filepath.Join("examples", name, "job.yaml")
-	if _, err := os.Stat(rel); err == nil {
-		return rel
-	}
-	return rel + "   # (from a gpucloud checkout; or `gpucloud demo`)"
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // serveUntil runs until ctx ends (Ctrl-C), then stops cleanly; a second
