@@ -113,6 +113,7 @@ hang from a leaf named "local".`,
 	f.IntVar(&txnOps, "txn-ops", 128, "operations per etcd transaction (etcd's --max-txn-ops)")
 	f.StringVar(&cfg.ID, "replica-id", "", "name of this replica in the leader election (default host/address)")
 	f.StringVar(&logLevel, "log-level", "info", "debug|info|warn|error")
+	f.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ to admin tokens")
 	f.BoolVar(&cfg.NoFsync, "unsafe-no-fsync", false, "run the embedded etcd without fsync (tests only: loses data on power loss)")
 	f.MarkHidden("unsafe-no-fsync")
 	return cmd

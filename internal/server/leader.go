@@ -109,14 +109,15 @@ type leader struct {
 	core   core
 	// known is what the scheduler holds of each job, with the latest
 	// version this leader wrote (the state may not show it yet).
-	known      map[string]*known
-	down       map[topology.NodeID]bool // told the scheduler NodeDown
-	cordoned   map[string]bool          // cordoned (not draining) nodes, rechecked every cycle
-	extra      map[string]bool          // registered nodes added under leaf "local"
-	needResync bool
-	lastResync time.Time
-	lastGC     time.Time
-	reasonPos  int
+	known       map[string]*known
+	down        map[topology.NodeID]bool // told the scheduler NodeDown
+	cordoned    map[string]bool          // cordoned (not draining) nodes, rechecked every cycle
+	extra       map[string]bool          // registered nodes added under leaf "local"
+	needResync  bool
+	lastResync  time.Time
+	resyncCost  time.Duration
+	lastGC      time.Time
+	lastReasons time.Time
 }
 
 type known struct {
@@ -343,6 +344,10 @@ func (l *leader) cycle(ctx context.Context) error {
 		st.mu.RLock()
 		for name := range nodes {
 			n := st.nodes[name]
+			if n == nil && l.extra[name] {
+				l.needResync = true // a local node was deleted: shrink the fabric
+				break
+			}
 			if n == nil || len(n.node.Status.Inventory.GPUs) == 0 {
 				continue
 			}
@@ -358,14 +363,19 @@ func (l *leader) cycle(ctx context.Context) error {
 		st.mu.RUnlock()
 	}
 	if l.needResync {
-		if time.Since(l.lastResync) < time.Second {
+		// While agents join by thousands, resyncs would follow each other:
+		// space them by four times what the last one cost.
+		if time.Since(l.lastResync) < max(time.Second, 4*l.resyncCost) {
 			// Keep what changed for the cycle after the resync.
 			st.mu.Lock()
 			st.dirtyAll = true
 			st.mu.Unlock()
 			return nil
 		}
-		return l.resync(ctx)
+		t := time.Now()
+		err := l.resync(ctx)
+		l.resyncCost = time.Since(t)
+		return err
 	}
 	if l.core == nil {
 		return nil
@@ -654,7 +664,8 @@ func (w *writer) decisions(l *leader, ds []sched.Decision, now time.Time) {
 	for _, d := range ds {
 		j, modRev, _ := l.current(d.Job)
 		if j == nil {
-			l.log.Warn("decision for a job etcd does not have", "job", d.Job, "kind", d.Kind)
+			// Deleted meanwhile (a resync will drop it from the scheduler).
+			l.log.Debug("decision for a job etcd no longer has", "job", d.Job, "kind", d.Kind)
 			l.needResync = true
 			continue
 		}
@@ -781,23 +792,22 @@ func (l *leader) flush(ctx context.Context, w *writer) error {
 	return commit()
 }
 
-// reasons writes why pending jobs wait, a few per cycle, when it changed.
-// These writes are advisory: a lost compare is ignored.
+// reasons writes why pending jobs wait, a few every half second, when it
+// changed. Map order picks which: over time every pending job gets its
+// turn. These writes are advisory: a lost compare is ignored.
 func (l *leader) reasons(ctx context.Context) {
-	var ids []string
-	for id, k := range l.known {
-		if !k.running {
-			ids = append(ids, id)
-		}
-	}
-	if len(ids) == 0 {
+	if time.Since(l.lastReasons) < 500*time.Millisecond {
 		return
 	}
-	sort.Strings(ids)
-	n := min(len(ids), 32)
-	for i := 0; i < n; i++ {
-		l.reasonPos = (l.reasonPos + 1) % len(ids)
-		id := ids[l.reasonPos]
+	l.lastReasons = time.Now()
+	n := 0
+	for id, k := range l.known {
+		if k.running {
+			continue
+		}
+		if n++; n > 32 {
+			return
+		}
 		j, modRev, _ := l.current(id)
 		if j == nil || j.Status.Phase != api.PhasePending {
 			continue

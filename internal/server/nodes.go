@@ -9,7 +9,6 @@ import (
 	"sort"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"gpucloud/internal/api"
@@ -261,15 +260,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 		}
 		lease = kv.Lease
 	}
-	err := s.storeRetry(r, func(cli *clientv3.Client, ctx contextT) error {
-		_, err := cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
-		return err
-	})
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if !s.renew.note(name, lease) {
 		return &httpError{code: http.StatusGone, msg: "node " + name + " lease expired: register again"}
-	}
-	if err != nil {
-		return err
 	}
 	s.metrics.heartbeats.Inc()
 	if err := s.reconcileHeartbeat(r, name, &hb); err != nil {

@@ -67,6 +67,8 @@ type Config struct {
 	TxnOps int
 	// ID names this replica in the leader election (default host:listen).
 	ID string
+	// Pprof serves /debug/pprof/ (admin token required).
+	Pprof bool
 
 	Logger *slog.Logger
 }
@@ -107,6 +109,7 @@ type Server struct {
 	embed   *store.Embedded
 	metrics *metrics
 	handler http.Handler
+	renew   *renewer
 
 	ln       net.Listener
 	ready    chan struct{}
@@ -130,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, st: newState(cfg.Logger), ready: make(chan struct{})}
 	s.metrics = newMetrics(s)
+	s.renew = newRenewer(s)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -228,10 +232,14 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- err
 		}
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.campaign(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.renew.run(ctx)
 	}()
 	s.log.Info("server: serving", "addr", ln.Addr().String(), "tls", hs.TLSConfig != nil, "replica", s.cfg.ID)
 	close(s.ready)

@@ -95,11 +95,16 @@ func (st *state) clear() {
 
 // Reset implements store.Handler.
 func (st *state) Reset(kvs []store.KV, rev int64) {
+	evs := make([]store.Event, len(kvs))
+	for i, kv := range kvs {
+		evs[i] = store.Event{KV: kv}
+	}
+	pre := st.predecode(evs)
 	st.mu.Lock()
 	old := st.subs
 	st.clear()
-	for _, kv := range kvs {
-		st.apply(store.Event{KV: kv})
+	for i, e := range evs {
+		st.apply(e, pre[i])
 	}
 	st.dirtyAll = true
 	st.synced = true
@@ -115,9 +120,10 @@ func (st *state) Reset(kvs []store.KV, rev int64) {
 
 // Apply implements store.Handler.
 func (st *state) Apply(evs []store.Event, rev int64) {
+	pre := st.predecode(evs)
 	st.mu.Lock()
-	for _, e := range evs {
-		st.apply(e)
+	for i, e := range evs {
+		st.apply(e, pre[i])
 	}
 	st.advance(rev)
 	st.mu.Unlock()
@@ -158,7 +164,52 @@ func (st *state) waitRev(ctx context.Context, rev int64) error {
 	}
 }
 
-func (st *state) apply(e store.Event) {
+// decoded is an event's value decoded before the state is locked: JSON
+// and placement expansion are the expensive part of applying a watch
+// batch, and readers (every API request) must not wait for them.
+type decoded struct {
+	obj   any
+	nodes []api.NodeGPUs // a running job's expanded placement
+}
+
+func (st *state) predecode(evs []store.Event) []decoded {
+	out := make([]decoded, len(evs))
+	for i, e := range evs {
+		if e.Deleted {
+			continue
+		}
+		rest, ok := strings.CutPrefix(e.KV.Key, store.Prefix)
+		if !ok {
+			continue
+		}
+		kind, _, _ := strings.Cut(rest, "/")
+		switch kind {
+		case "tenants":
+			out[i].obj = decodeKV[api.Tenant](st, e.KV)
+		case "tokens":
+			out[i].obj = decodeKV[api.TokenInfo](st, e.KV)
+		case "queues":
+			out[i].obj = decodeKV[api.Queue](st, e.KV)
+		case "nodes":
+			out[i].obj = decodeKV[api.Node](st, e.KV)
+		case "reports":
+			out[i].obj = decodeKV[api.NodeReport](st, e.KV)
+		case "jobs":
+			j := decodeKV[api.Job](st, e.KV)
+			out[i].obj = j
+			if j != nil && j.Status.Phase == api.PhaseRunning && j.Status.Placement != nil {
+				nodes, err := j.Status.Placement.Expand()
+				if err != nil {
+					st.log.Error("state: bad placement", "job", j.Metadata.ID, "err", err)
+				}
+				out[i].nodes = nodes
+			}
+		}
+	}
+	return out
+}
+
+func (st *state) apply(e store.Event, d decoded) {
 	key := e.KV.Key
 	rest, ok := strings.CutPrefix(key, store.Prefix)
 	if !ok {
@@ -169,31 +220,31 @@ func (st *state) apply(e store.Event) {
 	case "tenants":
 		if e.Deleted {
 			delete(st.tenants, name)
-		} else if t := decode[api.Tenant](st, e.KV); t != nil {
+		} else if t := as[api.Tenant](d); t != nil {
 			t.Metadata.ResourceVersion = e.KV.ModRev
 			st.tenants[name] = t
 		}
 	case "tokens":
 		if e.Deleted {
 			delete(st.tokens, name)
-		} else if t := decode[api.TokenInfo](st, e.KV); t != nil {
+		} else if t := as[api.TokenInfo](d); t != nil {
 			st.tokens[name] = &tokenRec{*t}
 		}
 	case "queues":
 		if e.Deleted {
 			delete(st.queues, name)
-		} else if q := decode[api.Queue](st, e.KV); q != nil {
+		} else if q := as[api.Queue](d); q != nil {
 			q.Metadata.ResourceVersion = e.KV.ModRev
 			st.queues[name] = q
 		}
 		st.dirtyQueues = true
 	case "jobs":
-		st.applyJob(name, e)
+		st.applyJob(name, e, d)
 	case "nodes":
 		var n *api.Node
 		if e.Deleted {
 			delete(st.nodes, name)
-		} else if n = decode[api.Node](st, e.KV); n != nil {
+		} else if n = as[api.Node](d); n != nil {
 			n.Metadata.ResourceVersion = e.KV.ModRev
 			st.nodes[name] = &nodeRec{node: n, modRev: e.KV.ModRev}
 		}
@@ -217,7 +268,7 @@ func (st *state) apply(e store.Event) {
 					delete(st.reports, job)
 				}
 			}
-		} else if r := decode[api.NodeReport](st, e.KV); r != nil {
+		} else if r := as[api.NodeReport](d); r != nil {
 			m := st.reports[job]
 			if m == nil {
 				m = map[string]*api.NodeReport{}
@@ -231,7 +282,12 @@ func (st *state) apply(e store.Event) {
 	}
 }
 
-func decode[T any](st *state, kv store.KV) *T {
+func as[T any](d decoded) *T {
+	v, _ := d.obj.(*T)
+	return v
+}
+
+func decodeKV[T any](st *state, kv store.KV) *T {
 	var v T
 	if err := json.Unmarshal(kv.Value, &v); err != nil {
 		st.log.Error("state: undecodable object skipped", "key", kv.Key, "err", err)
@@ -240,23 +296,14 @@ func decode[T any](st *state, kv store.KV) *T {
 	return &v
 }
 
-func (st *state) applyJob(id string, e store.Event) {
+func (st *state) applyJob(id string, e store.Event, d decoded) {
 	old := st.jobs[id]
 	var rec *jobRec
 	if e.Deleted {
 		delete(st.jobs, id)
-	} else if j := decode[api.Job](st, e.KV); j != nil {
+	} else if j := as[api.Job](d); j != nil {
 		j.Metadata.ResourceVersion = e.KV.ModRev
-		rec = &jobRec{job: j, modRev: e.KV.ModRev}
-		if j.Status.Phase == api.PhaseRunning && j.Status.Placement != nil {
-			if old != nil && old.job.Status.Placement != nil && old.job.Status.Generation == j.Status.Generation && samePlacement(old.job.Status.Placement, j.Status.Placement) {
-				rec.nodes = old.nodes
-			} else if nodes, err := j.Status.Placement.Expand(); err != nil {
-				st.log.Error("state: bad placement", "job", id, "err", err)
-			} else {
-				rec.nodes = nodes
-			}
-		}
+		rec = &jobRec{job: j, modRev: e.KV.ModRev, nodes: d.nodes}
 		st.jobs[id] = rec
 	}
 	// Keep the node -> jobs index, and wake the assignment streams of
@@ -280,18 +327,6 @@ func (st *state) applyJob(id string, e store.Event) {
 	}
 	st.dirtyJobs[id] = true
 	st.notifyJob(id, old, rec, e.Deleted)
-}
-
-func samePlacement(a, b *api.Placement) bool {
-	if len(a.Groups) != len(b.Groups) {
-		return false
-	}
-	for i := range a.Groups {
-		if a.Groups[i] != b.Groups[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Subscriptions.
