@@ -174,6 +174,18 @@ func (g *gang) recover(rebooted bool) {
 				r.Shim = sp.procIdentity
 			}
 		}
+		// An exit file means the rank ended (its shim may be a moment from
+		// exiting: what is left of its group goes).
+		if st := readExit(paths.exit); st != nil && r.Shim.PID != 0 {
+			if !rebooted && r.Shim.alive() {
+				signalGroup(r.Shim.PID, syscall.SIGKILL)
+			}
+			g.finish(i, st, st.Reason())
+			if st.ExitCode != 0 && failed == "" {
+				failed = fmt.Sprintf("rank %d failed: %s", r.Rank, st.Reason())
+			}
+			continue
+		}
 		if !rebooted && r.Shim.alive() {
 			g.l.mu.Lock()
 			r.State = rankRunning
@@ -181,13 +193,6 @@ func (g *gang) recover(rebooted bool) {
 			g.live++
 			g.l.emit(g.key, r.Rank, api.RankStarted, nil, "")
 			go g.waitAdopted(i, r.Shim, paths.exit)
-			continue
-		}
-		if st := readExit(paths.exit); st != nil && r.Shim.PID != 0 {
-			g.finish(i, st, st.Reason())
-			if st.ExitCode != 0 && failed == "" {
-				failed = fmt.Sprintf("rank %d failed: %s", r.Rank, st.Reason())
-			}
 			continue
 		}
 		why := "lost: its process ended while the agent was down and left no exit status"

@@ -665,9 +665,14 @@ func TestLaunchErrors(t *testing.T) {
 			t.Errorf("rank %d reason %q", r.Rank, r.Reason)
 		}
 	}
-	log, _ := os.ReadFile(l.LogPath(s.Key(), 2))
+	// The rank that failed first says why in its log.
+	first := st[0]
+	if !strings.HasPrefix(first.Reason, "launch error") {
+		first = st[1]
+	}
+	log, _ := os.ReadFile(l.LogPath(s.Key(), first.Rank))
 	if !strings.Contains(string(log), "cannot start /nonexistent/train") {
-		t.Errorf("log %q", log)
+		t.Errorf("rank %d log %q", first.Rank, log)
 	}
 
 	bad := spec("job-y", 0, "true")

@@ -12,7 +12,6 @@
 package launch
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -195,4 +194,3 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 	return nil
 }
 
-var errNotRunning = errors.New("not running")
