@@ -193,4 +193,3 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 	}
 	return nil
 }
-
