@@ -303,14 +303,17 @@ func orOK(s string) string {
 	return s
 }
 
-// finish records a rank's end and reports it.
+// finish reports a rank's end and records it. The report goes first: the
+// agent counts a job with an exit not yet delivered as running in its
+// heartbeats, so there is no moment when the rank is neither running nor
+// reported (the server would declare it lost).
 func (g *gang) finish(i int, st *ExitStatus, reason string) {
 	r := g.rec.Ranks[i]
+	g.l.emit(g.key, r.Rank, api.RankExited, st, reason)
 	g.l.mu.Lock()
 	r.State, r.Exit, r.Reason = rankFinished, st, reason
 	g.l.mu.Unlock()
 	g.l.save()
-	g.l.emit(g.key, r.Rank, api.RankExited, st, reason)
 	if r.Shim.PID > 0 && g.l.cfg.Log != nil {
 		g.l.cfg.Log.Info("rank ended", "job", g.key.Job, "generation", g.key.Generation, "rank", r.Rank, "exitCode", st.ExitCode, "reason", reason)
 	}
