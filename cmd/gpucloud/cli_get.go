@@ -185,17 +185,30 @@ func oneLine(s string, max int) string {
 	return s
 }
 
-// watchJobs prints a row (or a JSON line) for every change of a job.
+// watchJobs prints a row (or a JSON line) for every change of a job:
+// first the jobs as they are, sorted, then each change as it happens. The
+// table's columns are as wide as the first listing makes them, so later
+// rows line up.
 func watchJobs(ctx context.Context, c *client.Client, f client.JobFilter, output string, w io.Writer) error {
 	wide := output == outWide
-	var t *table
-	if output == outTable || wide {
-		t = newTable(w, jobHeader(wide)...)
-		t.flush()
-	}
 	keep := func(j *api.Job) bool {
 		return (f.Phase == "" || j.Status.Phase == f.Phase) && (f.Queue == "" || j.Spec.Queue == f.Queue) &&
 			(f.Tenant == "" || j.Metadata.Tenant == f.Tenant) && (f.Name == "" || j.Metadata.Name == f.Name)
+	}
+	var rows *rowPrinter
+	seen := map[string]int64{} // job ID -> resourceVersion printed
+	if output == outTable || wide {
+		jobs, err := allJobs(ctx, c, f)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		all := [][]string{jobHeader(wide)}
+		for i := range jobs {
+			all = append(all, jobRow(&jobs[i], wide, now))
+			seen[jobs[i].Metadata.ID] = jobs[i].Metadata.ResourceVersion
+		}
+		rows = newRowPrinter(w, all)
 	}
 	err := c.WatchJobs(ctx, func(ev api.WatchEvent[api.Job]) error {
 		j := &ev.Object
@@ -212,16 +225,65 @@ func watchJobs(ctx context.Context, c *client.Client, f client.JobFilter, output
 			_, err := fmt.Fprintln(w, j.Metadata.ID)
 			return err
 		}
+		if rv, ok := seen[j.Metadata.ID]; ok && ev.Type == "ADDED" && rv >= j.Metadata.ResourceVersion {
+			return nil // listed already
+		}
+		seen[j.Metadata.ID] = j.Metadata.ResourceVersion
 		row := jobRow(j, wide, time.Now())
 		if ev.Type == "DELETED" {
 			row[5] = "Deleted"
 		}
-		t.row(row...)
-		return t.flush()
+		return rows.print(row)
 	})
 	if ctx.Err() != nil {
 		return nil
 	}
+	return err
+}
+
+// rowPrinter writes table rows one at a time in columns sized by the
+// first rows, widening (never narrowing) when a later row needs it.
+type rowPrinter struct {
+	w      io.Writer
+	widths []int
+}
+
+func newRowPrinter(w io.Writer, first [][]string) *rowPrinter {
+	p := &rowPrinter{w: w}
+	for _, r := range first {
+		p.fit(r)
+	}
+	for _, r := range first {
+		p.print(r)
+	}
+	return p
+}
+
+func (p *rowPrinter) fit(row []string) {
+	for i, c := range row {
+		if i >= len(p.widths) {
+			p.widths = append(p.widths, 0)
+		}
+		p.widths[i] = max(p.widths[i], len(c))
+	}
+}
+
+func (p *rowPrinter) print(row []string) error {
+	p.fit(row)
+	var b strings.Builder
+	for i, c := range row {
+		if c == "" {
+			c = "-"
+		}
+		if i == len(row)-1 {
+			b.WriteString(c)
+			break
+		}
+		b.WriteString(c)
+		b.WriteString(strings.Repeat(" ", p.widths[i]-len(c)+3))
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(p.w, b.String())
 	return err
 }
 
