@@ -38,12 +38,12 @@ class Rank:
         self.master_port = env_int("MASTER_PORT", default=29500)
         self.node = os.environ.get("GPUCLOUD_NODE_NAME", socket.gethostname())
         self.gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        self.restart = env_int("GPUCLOUD_RESTART_COUNT")
+        self.generation = env_int("GPUCLOUD_GENERATION")
         self.ckpt_dir = os.environ.get("GPUCLOUD_CHECKPOINT_DIR", "")
 
     def __str__(self):
         return (f"rank {self.rank}/{self.world} local_rank {self.local_rank} on {self.node} "
-                f"gpus [{self.gpus}] master {self.master_addr}:{self.master_port} generation {self.restart}")
+                f"gpus [{self.gpus}] master {self.master_addr}:{self.master_port} generation {self.generation}")
 
 
 def log(msg):
