@@ -144,13 +144,31 @@ type cluster struct {
 	procs     []*proc
 }
 
-// canNetns reports whether the test may build network namespaces.
+var (
+	netnsOnce sync.Once
+	netnsOK   bool
+)
+
+// canNetns reports whether the test may build network namespaces: root,
+// iproute2, and a kernel and container that allow it (tried once).
 func canNetns() bool {
-	if os.Geteuid() != 0 || os.Getenv("GPUCLOUD_E2E_NO_NETNS") != "" {
-		return false
-	}
-	_, err := exec.LookPath("ip")
-	return err == nil
+	netnsOnce.Do(func() {
+		if os.Geteuid() != 0 || os.Getenv("GPUCLOUD_E2E_NO_NETNS") != "" {
+			return
+		}
+		if _, err := exec.LookPath("ip"); err != nil {
+			return
+		}
+		var b [3]byte
+		rand.Read(b[:])
+		probe := "gpcprobe" + hex.EncodeToString(b[:])
+		if exec.Command("ip", "netns", "add", probe).Run() != nil {
+			return
+		}
+		netnsOK = exec.Command("ip", "-n", probe, "link", "add", "br0", "type", "bridge").Run() == nil
+		exec.Command("ip", "netns", "del", probe).Run()
+	})
+	return netnsOK
 }
 
 func run(t testing.TB, name string, args ...string) {
