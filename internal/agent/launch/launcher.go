@@ -418,11 +418,17 @@ func (l *Launcher) startShim(s *Spec, p api.Process, paths rankPaths) (*exec.Cmd
 			return nil, err
 		}
 	}
-	dir := s.WorkingDir
-	if dir == "" {
-		dir = paths.work
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, err
+	// The rank's own directory, or the job's workingDir (a relative one
+	// is taken from the rank's own directory: the agent's is nobody's
+	// business).
+	dir := paths.work
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if s.WorkingDir != "" {
+		dir = s.WorkingDir
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(paths.work, dir)
 		}
 	}
 	os.Remove(paths.exit)

@@ -720,3 +720,24 @@ func TestLogRotation(t *testing.T) {
 		t.Errorf("kept %d bytes", total)
 	}
 }
+
+func TestWorkingDir(t *testing.T) {
+	rec := &recorder{}
+	dir := t.TempDir()
+	l := newLauncher(t, dir, rec)
+	abs := t.TempDir()
+	s := spec("job-w", 0, "pwd")
+	s.WorkingDir = abs
+	rel := spec("job-w2", 0, "pwd")
+	rel.WorkingDir = "."
+	l.Sync([]Spec{s, rel})
+	waitGang(t, l, s.Key())
+	waitGang(t, l, rel.Key())
+	if b, _ := os.ReadFile(l.LogPath(s.Key(), 2)); string(b) != abs+"\n" {
+		t.Errorf("absolute workingDir: ran in %q, want %q", b, abs)
+	}
+	want := filepath.Join(dir, "jobs", "job-w2", "work", "rank-2")
+	if b, _ := os.ReadFile(l.LogPath(rel.Key(), 2)); string(b) != want+"\n" {
+		t.Errorf("relative workingDir: ran in %q, want %q", b, want)
+	}
+}
