@@ -532,3 +532,27 @@ func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestClientURL(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:8080": "http://127.0.0.1:8080", ":9090": "http://127.0.0.1:9090",
+		"0.0.0.0:80": "http://127.0.0.1:80", "[::]:8080": "http://127.0.0.1:8080", "10.1.2.3:8080": "http://10.1.2.3:8080",
+	} {
+		if got, err := clientURL(listen); err != nil || got != want {
+			t.Errorf("clientURL(%q) = %q, %v; want %q", listen, got, err, want)
+		}
+	}
+	if _, err := clientURL("8080"); err == nil || !strings.Contains(err.Error(), "--listen") {
+		t.Errorf("clientURL(8080): %v", err)
+	}
+}
+
+func TestIndenter(t *testing.T) {
+	var b bytes.Buffer
+	w := indent(&b, "  ")
+	fmt.Fprint(w, "a\nb")
+	fmt.Fprint(w, "c\n\nd\n")
+	if got := b.String(); got != "  a\n  bc\n  \n  d\n" {
+		t.Errorf("indent = %q", got)
+	}
+}
