@@ -297,7 +297,7 @@ func (a *Agent) watch(ctx context.Context) {
 			backoff = 100 * time.Millisecond
 			specs := make([]launch.Spec, 0, len(set.Assignments))
 			for _, as := range set.Assignments {
-				specs = append(specs, launch.Spec{Assignment: as})
+				specs = append(specs, launch.Spec{Assignment: as, Hosts: a.hosts(as)})
 			}
 			if err := a.l.Sync(specs); err != nil {
 				a.log.Error("assignments", "err", err)
@@ -318,6 +318,23 @@ func (a *Agent) watch(ctx context.Context) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// hosts are the hostfile's lines for an assignment. The assignment does
+// not list the gang's other nodes yet, so only a one-node gang gets a
+// hostfile: this node, with a slot per GPU it has in the job.
+func (a *Agent) hosts(as api.Assignment) []launch.Host {
+	if as.Nodes != 1 {
+		return nil
+	}
+	slots := 0
+	for _, p := range as.Processes {
+		slots += len(p.GPUs)
+	}
+	if slots == 0 {
+		return nil
+	}
+	return []launch.Host{{Name: a.cfg.Address, Slots: slots}}
 }
 
 func (a *Agent) signalRegister() {

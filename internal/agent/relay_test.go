@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gpucloud/internal/agent/launch"
+	"gpucloud/internal/api"
 )
 
 // TestTailerFollowsRotation reads a log that is rotated between reads (as
@@ -76,5 +79,18 @@ func TestRouteAddress(t *testing.T) {
 		if a, err := routeAddress(s); err != nil || a != "127.0.0.1" {
 			t.Errorf("routeAddress(%q) = %q, %v", s, a, err)
 		}
+	}
+}
+
+func TestHostsOfOneNodeGang(t *testing.T) {
+	a := &Agent{cfg: Config{Address: "10.0.0.7"}}
+	one := api.Assignment{Nodes: 1, Processes: []api.Process{{Rank: 0, GPUs: []int{0, 1}}, {Rank: 1, GPUs: []int{2, 3}}}}
+	if h := a.hosts(one); len(h) != 1 || h[0] != (launch.Host{Name: "10.0.0.7", Slots: 4}) {
+		t.Errorf("one-node gang: %+v", h)
+	}
+	two := one
+	two.Nodes = 2
+	if h := a.hosts(two); h != nil {
+		t.Errorf("two-node gang without the hosts in the assignment: %+v", h)
 	}
 }
