@@ -113,6 +113,7 @@ type leader struct {
 	down        map[topology.NodeID]bool // told the scheduler NodeDown
 	cordoned    map[string]bool          // cordoned (not draining) nodes, rechecked every cycle
 	extra       map[string]bool          // registered nodes added under leaf "local"
+	w           *writer                  // the cycle's unwritten changes
 	needResync  bool
 	lastResync  time.Time
 	resyncCost  time.Duration
@@ -233,6 +234,8 @@ func (l *leader) resync(ctx context.Context) error {
 	l.core = c
 	l.setQueues(queues)
 	var w writer
+	l.w = &w
+	defer func() { l.w = nil }()
 	// Running jobs first, so that failed nodes requeue them below.
 	for _, rec := range jobs {
 		j := rec.job
@@ -381,6 +384,8 @@ func (l *leader) cycle(ctx context.Context) error {
 		return nil
 	}
 	var w writer
+	l.w = &w
+	defer func() { l.w = nil }()
 	if queuesDirty {
 		st.mu.RLock()
 		var qs []*api.Queue
@@ -479,6 +484,14 @@ func (l *leader) reconcileNode(w *writer, name string, now time.Time) {
 // current is the latest version of a job: what this leader wrote, or what
 // the state shows if newer.
 func (l *leader) current(id string) (*api.Job, int64, map[string]*api.NodeReport) {
+	if l.w != nil {
+		if c := l.w.pend[id]; c != nil && c.job != nil {
+			l.s.st.mu.RLock()
+			reps := l.s.st.reports[id]
+			l.s.st.mu.RUnlock()
+			return c.job, c.modRev, reps
+		}
+	}
 	st := l.s.st
 	st.mu.RLock()
 	rec := st.jobs[id]
@@ -646,15 +659,34 @@ func (l *leader) requeue(j *api.Job, modRev int64, now time.Time, reason string,
 }
 
 // writer collects changes into groups that must commit together (a
-// placement with the preemptions that make room for it).
+// placement with the preemptions that make room for it). A job changed
+// twice before a flush (requeued by NodeDown, then placed again by the
+// same cycle's Schedule) is written once, in its latest version: etcd
+// refuses a transaction that puts one key twice.
 type writer struct {
 	groups [][]*change
+	pend   map[string]*change // latest unwritten change per job
 }
 
-func (w *writer) add(c ...*change) {
-	if len(c) > 0 {
-		w.groups = append(w.groups, c)
+func (w *writer) add(cs ...*change) {
+	if len(cs) == 0 {
+		return
 	}
+	if w.pend == nil {
+		w.pend = map[string]*change{}
+	}
+	for _, c := range cs {
+		if c.job == nil {
+			continue
+		}
+		id := c.job.Metadata.ID
+		if prev := w.pend[id]; prev != nil {
+			c.modRev = prev.modRev
+			prev.job = nil // superseded; its event and extra ops stay
+		}
+		w.pend[id] = c
+	}
+	w.groups = append(w.groups, cs)
 }
 
 // decisions turns scheduler decisions into changes.
@@ -788,7 +820,7 @@ func (l *leader) flush(ctx context.Context, w *writer) error {
 			batch = append(batch, c)
 		}
 	}
-	w.groups = nil
+	w.groups, w.pend = nil, nil
 	return commit()
 }
 

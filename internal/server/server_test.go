@@ -14,6 +14,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/client/apibench"
 )
 
 func raw(t *testing.T, method, url, token, ctype string, body []byte) (int, []byte) {
@@ -326,5 +327,71 @@ func TestNodeLeaseExpiryRequeues(t *testing.T) {
 	again := waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseRunning, 15*time.Second)
 	if again.Status.Generation != 2 || again.Status.Placement.Groups[0].Hosts != "n2" {
 		t.Fatalf("rescheduled: %+v", again.Status)
+	}
+}
+
+func TestCordonAndDrain(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	startFakeAgent(t, ts.admin, "n1", 1, hold)
+	startFakeAgent(t, ts.admin, "n2", 1, hold)
+	j, _ := ts.admin.Submit(ctx, testJob("a", 1, 1))
+	run := waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseRunning, 10*time.Second)
+	node := run.Status.Placement.Groups[0].Hosts
+	other := map[string]string{"n1": "n2", "n2": "n1"}[node]
+	if _, err := ts.admin.NodeAction(ctx, node, "cordon", "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if still, _ := ts.admin.Job(ctx, j.Metadata.ID); still.Status.Phase != api.PhaseRunning || still.Status.Generation != 1 {
+		t.Fatalf("cordon disturbed the running job: %+v", still.Status)
+	}
+	if _, err := ts.admin.NodeAction(ctx, node, "drain", "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	var moved *api.Job
+	waitFor(t, 10*time.Second, "the job to move off the drained node", func() bool {
+		moved, _ = ts.admin.Job(ctx, j.Metadata.ID)
+		return moved.Status.Phase == api.PhaseRunning && moved.Status.Generation == 2
+	})
+	if moved.Status.Placement.Groups[0].Hosts != other || moved.Status.Requeues != 1 {
+		t.Fatalf("after drain: %+v", moved.Status)
+	}
+	n, _ := ts.admin.Node(ctx, node)
+	if !n.Spec.Draining || !n.Spec.Cordoned || n.Status.Reason != "maintenance" {
+		t.Fatalf("node spec %+v status %+v", n.Spec, n.Status)
+	}
+	// The drained node takes no work until uncordoned.
+	j2, _ := ts.admin.Submit(ctx, testJob("b", 1, 1))
+	time.Sleep(500 * time.Millisecond)
+	if p, _ := ts.admin.Job(ctx, j2.Metadata.ID); p.Status.Phase != api.PhasePending {
+		t.Fatalf("job placed on a drained node: %+v", p.Status)
+	}
+	ts.admin.NodeAction(ctx, node, "uncordon", "")
+	waitPhase(t, ts.admin, j2.Metadata.ID, api.PhaseRunning, 10*time.Second)
+}
+
+func TestBenchAPI(t *testing.T) {
+	ts := startServer(t, nil)
+	r, err := apibench.Run(context.Background(), apibench.Options{Servers: []string{ts.url}, Token: ts.token,
+		Jobs: 200, Concurrency: 8, Agents: 50, AgentGPUs: 8, Interval: 200 * time.Millisecond, Duration: 1500 * time.Millisecond, Cleanup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(r)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	for _, k := range []string{"submissions_per_s", "submit_p99_ms", "heartbeats_per_s", "api_p99_ms"} {
+		if v, ok := m[k].(float64); !ok || v <= 0 {
+			t.Errorf("%s = %v", k, m[k])
+		}
+	}
+	if r.SubmitErrors+r.HeartbeatErrors+r.APIErrors+r.CleanupErrors != 0 {
+		t.Errorf("errors: %s", b)
+	}
+	l, _ := ts.admin.Jobs(context.Background(), client.JobFilter{})
+	ns, _ := ts.admin.Nodes(context.Background())
+	if len(l.Items) != 0 || len(ns) != 0 {
+		t.Errorf("cleanup left %d jobs and %d nodes", len(l.Items), len(ns))
 	}
 }
