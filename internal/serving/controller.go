@@ -310,7 +310,7 @@ func (c *Controller) scale(spec Spec, reps []Replica, snap router.Snapshot, now 
 func (c *Controller) apply(ctx context.Context, spec Spec, a rollout.Action, now time.Time) error {
 	switch a.Kind {
 	case rollout.Start:
-		id, err := c.driver.Start(ctx, ReplicaSpec{Deployment: spec.Name, Revision: a.Revision, Template: spec.Template})
+		id, err := c.driver.Start(ctx, ReplicaSpec{Deployment: spec.Name, Tenant: spec.Tenant, Revision: a.Revision, Template: spec.Template})
 		if err != nil {
 			return err
 		}

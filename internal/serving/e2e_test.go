@@ -1,6 +1,7 @@
 package serving_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -406,5 +408,41 @@ func TestE2EKillReplicaMidLoad(t *testing.T) {
 		t.Error("no retries: the kill did not hit a request in flight, so the test proves nothing")
 	} else {
 		t.Logf("retries: %v", n)
+	}
+}
+
+// A streamed answer (server-sent events, as LLM servers send tokens)
+// reaches the client event by event, not at the end.
+func TestE2EStreaming(t *testing.T) {
+	spec := chatSpec("v1")
+	spec.Template.Env["MODEL_DELAY"] = "400ms" // 4 events, 100ms apart
+	h := newHarness(t, spec)
+	h.waitFor("a ready replica", 20*time.Second, func() bool { r, _ := h.ready(); return r == 1 })
+	resp, err := http.Post(h.url, "application/json", strings.NewReader(`{"prompt":"hi","stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	var events []string
+	var at []time.Time
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			events = append(events, data)
+			at = append(at, time.Now())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 5 || events[4] != "[DONE]" || !strings.Contains(events[0], `"tok0"`) {
+		t.Fatalf("events %q", events)
+	}
+	// Spaced by the model, so they were not held back until the end.
+	if spread := at[3].Sub(at[0]); spread < 200*time.Millisecond {
+		t.Fatalf("events 0-3 arrived within %v: the stream was buffered", spread)
 	}
 }

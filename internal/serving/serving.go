@@ -52,7 +52,9 @@ func (t Template) Revision() string {
 
 // Spec is one deployment as the controller runs it.
 type Spec struct {
-	Name     string
+	Name string
+	// Tenant owns the deployment and its replicas' jobs.
+	Tenant   string
 	Template Template
 	// Min and Max bound the replicas. Without Autoscale the count is Min.
 	Min, Max  int
@@ -101,6 +103,7 @@ const (
 // ReplicaSpec asks a driver for one replica.
 type ReplicaSpec struct {
 	Deployment string
+	Tenant     string
 	Revision   string
 	Template   Template
 }
