@@ -87,8 +87,8 @@ func TestJobDriver(t *testing.T) {
 	port := strconv.Itoa(ReplicaPort(id))
 	want := api.JobSpec{
 		Queue: "serving", Replicas: 1, GPUsPerReplica: 2, TensorParallel: 2, Launch: api.LaunchPerNode,
-		Command: []string{"python3", "-m", "http.server", port},
-		Env:     map[string]string{"MODEL": "llama", "PORT": port, "GPUCLOUD_DEPLOYMENT": name, "GPUCLOUD_REVISION": spec.Revision},
+		Command:  []string{"python3", "-m", "http.server", port},
+		Env:      map[string]string{"MODEL": "llama", "PORT": port, "GPUCLOUD_DEPLOYMENT": name, "GPUCLOUD_REVISION": spec.Revision},
 		Priority: 100,
 	}
 	if diff := cmp.Diff(want, j.Spec); diff != "" {
