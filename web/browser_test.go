@@ -2,8 +2,6 @@ package web
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -12,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-		"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp"
 )
 
 // The browser tests drive Debian's headless chromium (apt-get install
@@ -204,5 +202,3 @@ func TestDemoFleetDrawTime(t *testing.T) {
 	b.check(t)
 }
 
-var _ = fmt.Sprint
-var _ http.Handler
