@@ -201,4 +201,3 @@ func TestDemoFleetDrawTime(t *testing.T) {
 	b.screenshot(t, "dashboard-demo-131072.png")
 	b.check(t)
 }
-
