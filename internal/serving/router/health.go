@@ -49,6 +49,9 @@ func (p *pool) applyCheckLocked(e *endpoint, err error) {
 	}
 	if err == nil {
 		e.fails = 0
+		if e.ejected && nowNs() < e.ejectUntil {
+			return // an outlier serves its time, passing checks or not
+		}
 		if !e.healthy || e.ejected {
 			was := e.healthy
 			e.healthy, e.ejected = true, false

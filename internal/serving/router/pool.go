@@ -37,6 +37,10 @@ type endpoint struct {
 	draining bool
 	healthy  bool // passed its last checks
 	ejected  bool // failed a request; back at its next passing check
+	// after ejectUntil (outlier ejection: a replica that passes checks
+	// but keeps failing requests stays out longer each time)
+	ejectUntil   int64
+	passiveFails int // consecutive failed requests
 	removed  bool
 	fails    int // consecutive failed checks
 	requests uint64
@@ -218,6 +222,14 @@ func (p *pool) handed(e *endpoint, wait time.Duration) (*endpoint, time.Duration
 	return e, wait, nil
 }
 
+// Outlier ejection: the second failed request in a row keeps a replica
+// out for ejectBase, doubling with each further one up to ejectMax, even if
+// its checks pass.
+const (
+	ejectBase = 250 * time.Millisecond
+	ejectMax  = 30 * time.Second
+)
+
 // release ends a request on e; failed ejects e until its next passing
 // check (why says what failed).
 func (p *pool) release(e *endpoint, failed bool, why string) {
@@ -230,9 +242,15 @@ func (p *pool) release(e *endpoint, failed bool, why string) {
 	if failed {
 		e.failures++
 		e.lastErr = why
+		e.passiveFails++
+		if n := e.passiveFails; n >= 2 {
+			e.ejectUntil = nowNs() + int64(min(ejectBase<<min(n-2, 16), ejectMax))
+		}
 		if !e.ejected && !e.removed {
 			e.ejected, kick = true, true
 		}
+	} else {
+		e.passiveFails = 0
 	}
 	closeIdle := e.removed && e.inflight == 0
 	if len(p.waiters) > 0 {

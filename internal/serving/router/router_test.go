@@ -737,3 +737,24 @@ next:
 
 // quiet drops the router's logs in tests.
 var quiet = slog.New(slog.DiscardHandler)
+
+// A replica that passes its checks but fails every request is kept out
+// longer each time instead of being re-admitted at once.
+func TestOutlierEjectionBacksOff(t *testing.T) {
+	bad := newBackend(t, "a-bad", dropper)
+	good := newBackend(t, "b-good", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	_, srv := newRouter(t, fastOpts(), bad, good)
+	start := time.Now()
+	for i := range 100 {
+		if resp, body := get(t, srv.URL+"/v1/deployments/m/"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	// Out 250ms after the second failure, 500ms after the third...: a
+	// handful of tries in the time 100 requests take.
+	elapsed := time.Since(start)
+	allowed := int64(2 + 2*elapsed/ejectBase)
+	if n := bad.hits.Load(); n < 1 || n > min(allowed, 10) {
+		t.Fatalf("the failing replica got %d of 100 requests in %v (allowed %d)", n, elapsed, min(allowed, 10))
+	}
+}
