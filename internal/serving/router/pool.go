@@ -41,11 +41,11 @@ type endpoint struct {
 	// but keeps failing requests stays out longer each time)
 	ejectUntil   int64
 	passiveFails int // consecutive failed requests
-	removed  bool
-	fails    int // consecutive failed checks
-	requests uint64
-	failures uint64
-	lastErr  string
+	removed      bool
+	fails        int // consecutive failed checks
+	requests     uint64
+	failures     uint64
+	lastErr      string
 }
 
 func (e *endpoint) eligible(limit int) bool {
