@@ -188,6 +188,10 @@ func newCluster(t testing.TB, gpus []int, agentArgs ...string) *cluster {
 func startCluster(t testing.TB, netns bool, gpus []int, agentArgs ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, bin: gpucloudBinary(t), dir: t.TempDir(), netns: netns}
+	// Cleanups run last-in first-out: this one runs after every process
+	// of the test has stopped, and kills the ranks the agents leave behind
+	// (on purpose: ranks outlive their agent).
+	t.Cleanup(c.cleanupRanks)
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	c.nsPrefix = "gpc" + hex.EncodeToString(suffix[:])
@@ -359,7 +363,7 @@ func (c *cluster) startAgent(n *node, token string) {
 	n.agent = c.start("agent "+n.name, n.ns, args...)
 }
 
-// cleanupRanks kills whatever ranks the agents left (a failed test).
+// cleanupRanks kills whatever ranks the agents left.
 func (c *cluster) cleanupRanks() {
 	for _, n := range c.nodes {
 		files, _ := filepath.Glob(filepath.Join(n.dataDir, "jobs", "*", "gen-*", "rank-*", "shim.json"))

@@ -65,7 +65,6 @@ func TestDDPJobEndToEnd(t *testing.T) {
 	gpucloudBinary(t)
 	needTorch(t)
 	c := newCluster(t, []int{1, 1})
-	defer c.cleanupRanks()
 	start := time.Now()
 	j := c.submit(ddpJob(t, "ddp", "--steps", "30", "--ckpt-every", "10"))
 	j = c.waitPhase(j.Metadata.ID, api.PhaseSucceeded, 5*time.Minute)
@@ -106,7 +105,6 @@ func TestDDPJobSurvivesAKilledRank(t *testing.T) {
 	gpucloudBinary(t)
 	needTorch(t)
 	c := newCluster(t, []int{1, 1})
-	defer c.cleanupRanks()
 	jb := ddpJob(t, "ddp-fault", "--steps", "40", "--ckpt-every", "5", "--step-time", "0.15")
 	jb.Spec.RestartPolicy.MaxRestarts = 1
 	j := c.submit(jb)
@@ -182,7 +180,6 @@ func sleepJob(name string) *api.Job {
 // control plane no longer assigns.
 func TestAgentRestartCancelAndLostNode(t *testing.T) {
 	c := newCluster(t, []int{1, 1})
-	defer c.cleanupRanks()
 	ctx := context.Background()
 	j := c.submit(sleepJob("sleeper"))
 	id := j.Metadata.ID
@@ -313,7 +310,6 @@ func (c *cluster) adminToken() string {
 // prestarted shim's fork/exec.
 func BenchmarkPlacementToRankStart(b *testing.B) {
 	c := newCluster(b, []int{1, 1})
-	defer c.cleanupRanks()
 	var lat []time.Duration
 	for i := 0; i < b.N; i++ {
 		j := c.submit(&api.Job{Metadata: api.ObjectMeta{Name: "date-" + strconv.Itoa(i)}, Spec: api.JobSpec{
