@@ -741,3 +741,26 @@ func TestWorkingDir(t *testing.T) {
 		t.Errorf("relative workingDir: ran in %q, want %q", b, want)
 	}
 }
+
+// TestRankInheritsNoStrayDescriptors: a descriptor the agent holds without
+// close-on-exec (inherited from whoever started it) does not reach ranks.
+func TestRankInheritsNoStrayDescriptors(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	syscall.Syscall(syscall.SYS_FCNTL, w.Fd(), syscall.F_SETFD, 0) // as if inherited
+	rec := &recorder{}
+	l := newLauncher(t, t.TempDir(), rec, func(c *Config) { c.Prestart = 1 })
+	s := spec("job-fd", 0, "ls /proc/self/fd")
+	l.Sync([]Spec{s})
+	waitGang(t, l, s.Key())
+	log, _ := os.ReadFile(l.LogPath(s.Key(), 2))
+	for _, fd := range strings.Fields(string(log)) {
+		if n, _ := strconv.Atoi(fd); n > 3 { // 0-2, and ls's own directory descriptor
+			t.Errorf("the rank has descriptor %d: %q", n, log)
+		}
+	}
+}

@@ -96,6 +96,15 @@ func RunShim(args []string) int {
 		}
 	}()
 
+	// Descriptors the agent inherited from its own parent without
+	// close-on-exec would pass to the rank: mark them all.
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range fds {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 && fd != *specFD {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 	f := os.NewFile(uintptr(*specFD), "spec")
 	if f == nil {
 		fmt.Fprintln(os.Stderr, "gpucloud shim: no spec pipe")
