@@ -50,8 +50,13 @@ func (p *pool) serve(w http.ResponseWriter, r *http.Request, path, raw string) {
 			}
 		}
 	}
-	u := url.URL{Path: path, RawPath: raw, RawQuery: r.URL.RawQuery}
-	out := &outRequest{method: r.Method, target: u.RequestURI(), header: outHeader(r, o), body: buf, stream: stream, length: r.ContentLength}
+	target, ok := requestTarget(path, raw, r.URL.RawQuery)
+	if !ok {
+		p.finish(start, classError)
+		writeError(w, http.StatusBadRequest, "invalid request target")
+		return
+	}
+	out := &outRequest{method: r.Method, target: target, header: outHeader(r, o), body: buf, stream: stream, length: r.ContentLength}
 
 	var tried []*endpoint
 	for attempt := 1; ; attempt++ {
@@ -215,6 +220,23 @@ func (p *pool) serveUpgrade(w http.ResponseWriter, r *http.Request, path, raw st
 	} else {
 		p.finish(start, 0) // 101
 	}
+}
+
+// requestTarget is the origin-form target sent to a replica. It is
+// refused (ok false) if it would not be one clean token of a request line:
+// the server that parsed the client's request leaves little through, but
+// the router writes request lines itself, so it checks.
+func requestTarget(path, raw, query string) (target string, ok bool) {
+	target = (&url.URL{Path: path, RawPath: raw, RawQuery: query}).RequestURI()
+	if target == "" || target[0] != '/' {
+		return "", false
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return "", false
+		}
+	}
+	return target, true
 }
 
 // mayRetry applies the retry policy to a failure before any response.

@@ -305,8 +305,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // label, never need escaping, so both forms share their first n bytes).
 func upstreamPath(r *http.Request, n int) (path, raw string) {
 	path = r.URL.Path[n:]
-	if rp := r.URL.RawPath; len(rp) >= n && rp[:n] == r.URL.Path[:n] {
-		raw = rp[n:]
+	if rp := r.URL.RawPath; len(rp) > n && rp[:n] == r.URL.Path[:n] && rp[n] == '/' {
+		raw = rp[n:] // not when the name ends in an escaped "/" ("m%2F")
 	}
 	if path == "" {
 		path, raw = "/", ""
