@@ -90,7 +90,9 @@ func newBrowser(t *testing.T, timeout time.Duration) *browser {
 			if err != nil {
 				return
 			}
-			if m.Type == chromedp.ConsoleError || m.IsException() {
+			// Failed requests are logged by the browser with source
+			// "network"; the page handles those (401 shows the sign-in).
+			if (m.Type == chromedp.ConsoleError && m.Source != "network") || m.IsException() {
 				b.mu.Lock()
 				b.errs = append(b.errs, m.String())
 				b.mu.Unlock()
@@ -130,17 +132,22 @@ func eval[T any](t *testing.T, b *browser, expr string) T {
 	return v
 }
 
-// waitJS polls a JS expression until it is true.
+// waitJS polls a JS expression until it is true. Errors count as "not
+// yet": the page may be between two documents.
 func (b *browser) waitJS(t *testing.T, what, expr string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for !eval[bool](t, b, "!!("+expr+")") {
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+		if err == nil && ok {
+			return
+		}
 		b.mu.Lock()
 		broken := len(b.errs) > 0
 		b.mu.Unlock()
-		if broken || time.Now().After(deadline) {
+		if broken || b.ctx.Err() != nil || time.Now().After(deadline) {
 			b.check(t)
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			t.Fatalf("timed out after %v waiting for %s (last error: %v)", d, what, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

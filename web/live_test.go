@@ -315,6 +315,14 @@ func TestDashboardLive(t *testing.T) {
 	}
 
 	b := newBrowser(t, 50*time.Second) // closed first: its cleanup runs before the servers'
+	// Without a token the page asks for one, and says why a bad one fails.
+	b.do(t, "opening the dashboard without a token", chromedp.Navigate(srv.URL+"/"))
+	b.waitJS(t, "the sign-in dialog", `document.querySelector('#login').open`, 5*time.Second)
+	b.do(t, "signing in with a wrong token",
+		chromedp.SendKeys(chromedp.CSS("#token"), "gct_wrong"),
+		chromedp.Click(chromedp.CSS(`#login button[type="submit"]`)))
+	b.waitJS(t, "the sign-in error", `document.querySelector('#login-error').textContent.includes('invalid token')`, 5*time.Second)
+
 	b.do(t, "opening the dashboard", chromedp.Navigate(srv.URL+"/#token="+token))
 	b.waitJS(t, "the page to start", `document.body.dataset.ready === 'true'`, 10*time.Second)
 	if loc := eval[string](t, b, `location.href`); strings.Contains(loc, token) {
@@ -371,6 +379,29 @@ func TestDashboardLive(t *testing.T) {
 	b.waitJS(t, "the job Succeeded on the page", fmt.Sprintf(`document.querySelector('#recent tr[data-job=%q][data-phase="Succeeded"]') && !document.querySelector('#running tr[data-job=%q]')`, id, id), 15*time.Second)
 	b.waitJS(t, "its GPUs free again", fmt.Sprintf(`gpucloud.gpu(%q, 0).job === ''`, nodes[0].Node), 2*time.Second)
 	b.screenshot(t, "dashboard-succeeded.png")
+
+	// A tenant sees its own jobs; another tenant's GPUs are drawn as taken,
+	// without naming the job.
+	hold := make(chan struct{})
+	defer close(hold)
+	held["serve-vision"] = hold
+	serve, err := vision.Submit(ctx, job("serve-vision", 1, 8, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving := waitPhase(t, vision, serve.Metadata.ID, api.PhaseRunning)
+	servingNodes, _ := serving.Status.Placement.Expand()
+	rtok, err := admin.CreateToken(ctx, api.TokenRequest{Role: api.RoleTenant, Tenant: "research"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do(t, "opening the dashboard as a tenant", chromedp.Navigate(srv.URL+"/#token="+rtok.Token))
+	b.waitJS(t, "the tenant's page", `document.body.dataset.ready === 'true' && document.querySelector('#who').textContent === 'tenant · research'`, 10*time.Second)
+	b.waitJS(t, "research's finished job", fmt.Sprintf(`document.querySelector('#recent tr[data-job=%q]')`, id), 5*time.Second)
+	b.waitJS(t, "vision's GPUs drawn as another tenant's", fmt.Sprintf(`gpucloud.gpu(%q, 0).colour === 7 && gpucloud.gpu(%q, 0).job === ''`, servingNodes[0].Node, servingNodes[0].Node), 5*time.Second)
+	if n := eval[int](t, b, `document.querySelectorAll('#queue tr[data-job], #running tr[data-job]').length`); n != 0 {
+		t.Errorf("a research token shows %d of vision's jobs", n)
+	}
 	b.check(t)
 }
 

@@ -58,6 +58,27 @@ function hash(s) {
 }
 const hueOf = (s) => C.HUE + (hash(s) % C.NHUES);
 
+// Tenants get distinct colours in the order they were created (so a new
+// tenant does not repaint the others); a tenant the page has not listed
+// yet falls back to a hash.
+let tenantHues = new Map();
+const tenantHue = (t) => tenantHues.get(t) ?? hueOf(t);
+const jobHue = (j) => (S.mode === 'job' ? hueOf(j.metadata.id) : tenantHue(j.metadata.tenant || ''));
+
+function setTenants(items) {
+  S.tenants = items;
+  const sorted = [...items].sort((a, b) => (a.metadata.createdAt || '').localeCompare(b.metadata.createdAt || '') || a.metadata.name.localeCompare(b.metadata.name));
+  const next = new Map(sorted.map((t, i) => [t.metadata.name, C.HUE + (i % C.NHUES)]));
+  if ([...next].join() === [...tenantHues].join()) return;
+  tenantHues = next;
+  for (let slot = 1; slot < slotJob.length; slot++) {
+    const j = slotJob[slot] && S.jobs.get(slotJob[slot]);
+    if (j) slotTenantHue[slot] = tenantHue(j.metadata.tenant || '');
+  }
+  renderLegend();
+  dirtyMap = true;
+}
+
 // ---------- fabric ----------
 
 function extraNodes() {
@@ -146,7 +167,7 @@ function allocSlot(j) {
     slotTenantHue = grow(slotTenantHue);
     slotJobHue = grow(slotJobHue);
   }
-  slotTenantHue[slot] = hueOf(j.metadata.tenant || '');
+  slotTenantHue[slot] = tenantHue(j.metadata.tenant || '');
   slotJobHue[slot] = hueOf(j.metadata.id);
   return slot;
 }
@@ -397,7 +418,7 @@ async function poll() {
     if (i % 3 === 0) {
       jobs.push(
         api('/v1/queues').then((r) => r.json()).then((v) => { S.queues = v.items || []; }),
-        api('/v1/tenants').then((r) => r.json()).then((v) => { S.tenants = v.items || []; }),
+        api('/v1/tenants').then((r) => r.json()).then((v) => setTenants(v.items || [])),
         api('/v1/events').then((r) => r.json()).then((v) => { S.events = (v.items || []).slice(-40).reverse(); }));
     }
     await Promise.allSettled(jobs);
@@ -442,7 +463,8 @@ async function start() {
   S.who = who;
   renderLegend();
   $('#who').textContent = who.role === 'admin' ? 'admin' : `${who.role}${who.tenant ? ' · ' + who.tenant : ''}`;
-  await loadFabric();
+  // Tenants first, so that tenants' colours are right from the first paint.
+  await Promise.allSettled([loadFabric(), api('/v1/tenants').then((r) => r.json()).then((v) => setTenants(v.items || []))]);
   rebuildFabric();
   watch('nodes', '/v1/watch/nodes', S.nodes, (type, n) => {
     if (type === 'DELETED') { S.nodes.delete(n.metadata.name); forgetNode(n.metadata.name); }
@@ -533,7 +555,7 @@ function tenantQueue(j) {
 }
 
 function jobCell(j) {
-  const colour = cssColour(S.mode === 'job' ? hueOf(j.metadata.id) : hueOf(j.metadata.tenant || ''));
+  const colour = cssColour(jobHue(j));
   return h('td', { class: 'job', title: j.metadata.id }, swatch(colour), jobName(j));
 }
 
@@ -620,7 +642,7 @@ function renderUsage(running, pending) {
   const tenants = new Set([...S.tenants.map((t) => t.metadata.name), ...usedT.keys(), ...pendT.keys()]);
   table($('#tenants'), ['tenant', 'running', 'GPUs', 'waiting', 'quota', 'use of quota'],
     [...tenants].sort().map((t) => h('tr', { 'data-tenant': t },
-      h('td', { class: 'job' }, swatch(cssColour(hueOf(t))), t), h('td', { class: 'num' }, runT.get(t) || 0),
+      h('td', { class: 'job' }, swatch(cssColour(tenantHue(t))), t), h('td', { class: 'num' }, runT.get(t) || 0),
       h('td', { class: 'num' }, fmtInt(usedT.get(t) || 0)), h('td', { class: 'num' }, fmtInt(pendT.get(t) || 0)),
       h('td', { class: 'num', title: quotaT.has(t) ? 'sum of the queues reserved to this tenant' : 'no queue is reserved to this tenant: it shares' }, quotaT.has(t) ? fmtInt(quotaT.get(t)) : 'shared'),
       bar(usedT.get(t) || 0, quotaT.get(t)))));
@@ -698,7 +720,7 @@ function renderSelection() {
   if (!j || !placed.has(S.selected)) { el.hidden = true; return; }
   const p = j.status.placement || {};
   el.hidden = false;
-  el.replaceChildren(swatch(cssColour(hueOf(S.mode === 'job' ? j.metadata.id : j.metadata.tenant || ''))),
+  el.replaceChildren(swatch(cssColour(jobHue(j))),
     h('b', {}, jobName(j)), ` · ${j.metadata.tenant} · ${fmtInt(p.gpus)} GPUs on ${plural(p.nodes, 'node')}, ${plural(p.leaves, 'leaf', 'leaves')}` +
     (p.minLeaves ? ` (fewest possible ${p.minLeaves})` : '') + (p.leafNames ? ` · ${p.leafNames}` : ''),
     h('button', { type: 'button', on: { click: () => select('') } }, 'clear'));
@@ -790,7 +812,7 @@ function describe(hit) {
   }
   if (hit.gpu >= 0 && gpuSlot[hit.gpu]) {
     const j = S.jobs.get(slotJob[gpuSlot[hit.gpu]]);
-    if (j) out.push(h('div', {}, swatch(cssColour(hueOf(S.mode === 'job' ? j.metadata.id : j.metadata.tenant || ''))), `${jobName(j)} · ${j.metadata.tenant} · ${fmtInt(jobGPUs(j))} GPUs`));
+    if (j) out.push(h('div', {}, swatch(cssColour(jobHue(j))), `${jobName(j)} · ${j.metadata.tenant} · ${fmtInt(jobGPUs(j))} GPUs`));
   }
   return out;
 }
@@ -815,7 +837,7 @@ function demoState(F) {
   const t0 = Date.now();
   const iso = (ms) => new Date(ms).toISOString();
   S.who = { role: 'admin' };
-  S.tenants = tenants.map((t) => ({ metadata: { name: t } }));
+  setTenants(tenants.map((t) => ({ metadata: { name: t } })));
   S.queues = tenants.map((t, i) => ({ metadata: { name: t }, spec: { quota: Math.floor((F.numGPUs * [0.3, 0.25, 0.15, 0.1, 0.1, 0.1][i]) / 8) * 8, tenants: [t], weight: 1 } }));
   for (let i = 0; i < F.numNodes; i++) {
     const r = rand();
@@ -972,12 +994,17 @@ function boot() {
     return;
   }
   // A token in the fragment (#token=...) is taken once and removed from
-  // the address bar; fragments never reach the server.
-  const frag = new URLSearchParams(location.hash.slice(1));
-  if (frag.get('token')) {
-    localStorage.setItem(TOKEN_KEY, frag.get('token'));
+  // the address bar; fragments never reach the server. A fragment given to
+  // the open page does not reload it, so that is watched for too.
+  const takeToken = () => {
+    const tok = new URLSearchParams(location.hash.slice(1)).get('token');
+    if (!tok) return false;
+    localStorage.setItem(TOKEN_KEY, tok);
     history.replaceState(null, '', location.pathname + location.search);
-  }
+    return true;
+  };
+  takeToken();
+  window.addEventListener('hashchange', () => { if (takeToken()) location.reload(); });
   S.token = localStorage.getItem(TOKEN_KEY) || '';
   if (!S.token) { showLogin(''); return; }
   start().then(() => { document.body.dataset.ready = 'true'; }, (e) => {
