@@ -40,6 +40,7 @@ type testServer struct {
 	admin *client.Client
 	token string
 	dir   string
+	stop  func()
 }
 
 // startServer runs a real server on a real single-member etcd (fsync off:
@@ -64,14 +65,20 @@ func startServer(t testing.TB, mod func(*Config)) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
 			t.Error("server did not stop")
 		}
-	})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-s.Ready():
 	case err := <-done:
@@ -79,11 +86,11 @@ func startServer(t testing.TB, mod func(*Config)) *testServer {
 	case <-time.After(30 * time.Second):
 		t.Fatal("server not ready")
 	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
+	var token string
+	if tok, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token")); err == nil {
+		token = strings.TrimSpace(string(tok))
 	}
-	ts := &testServer{Server: s, url: "http://" + s.Addr(), token: strings.TrimSpace(string(tok)), dir: dir}
+	ts := &testServer{Server: s, url: "http://" + s.Addr(), token: token, dir: cfg.DataDir, stop: stop}
 	ts.admin = client.New([]string{ts.url}, ts.token, client.Options{})
 	ts.admin.Retry = 5 * time.Second
 	waitFor(t, 10*time.Second, "leadership", func() bool { return s.IsLeader() })

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/client/apibench"
+	"gpucloud/internal/store"
 )
 
 func raw(t *testing.T, method, url, token, ctype string, body []byte) (int, []byte) {
@@ -393,5 +395,52 @@ func TestBenchAPI(t *testing.T) {
 	ns, _ := ts.admin.Nodes(context.Background())
 	if len(l.Items) != 0 || len(ns) != 0 {
 		t.Errorf("cleanup left %d jobs and %d nodes", len(l.Items), len(ns))
+	}
+}
+
+// TestTakeoverRequeuesGangsOfDeadNodes: a node dies while no leader runs;
+// the next leader's resync finds its gang Running in etcd and requeues it
+// onto a live node.
+func TestTakeoverRequeuesGangsOfDeadNodes(t *testing.T) {
+	ctx := context.Background()
+	e, err := store.StartMember(ctx, store.MemberConfig{Dir: t.TempDir(), NoFsync: true,
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	st, err := store.Open(ctx, e.Endpoints, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	shared := func(c *Config) { c.Store = st; c.NodeLeaseTTL = 2 * time.Second }
+
+	ts1 := startServer(t, shared)
+	a1 := startFakeAgent(t, ts1.admin, "n1", 1, hold)
+	j, _ := ts1.admin.Submit(ctx, testJob("g", 1, 1))
+	waitPhase(t, ts1.admin, j.Metadata.ID, api.PhaseRunning, 10*time.Second)
+	ts1.stop()
+	a1.stop()
+	time.Sleep(3 * time.Second) // n1's lease expires with no leader watching
+
+	ts2 := startServer(t, func(c *Config) { shared(c); c.DataDir = ts1.dir })
+	ts2.admin = ts2.client(ts1.token)
+	startFakeAgent(t, ts2.admin, "n2", 1, hold)
+	moved := waitPhase(t, ts2.admin, j.Metadata.ID, api.PhaseRunning, 15*time.Second)
+	for moved.Status.Generation < 2 {
+		time.Sleep(50 * time.Millisecond)
+		moved, _ = ts2.admin.Job(ctx, j.Metadata.ID)
+	}
+	if moved.Status.Placement.Groups[0].Hosts != "n2" || moved.Status.Requeues != 1 {
+		t.Fatalf("after takeover: %+v", moved.Status)
+	}
+	evs, _ := ts2.admin.JobEvents(ctx, j.Metadata.ID)
+	found := false
+	for _, ev := range evs {
+		found = found || (ev.Reason == "Requeued" && strings.Contains(ev.Message, "node n1 is down (lease expired)"))
+	}
+	if !found {
+		t.Fatalf("no requeue event naming n1: %+v", evs)
 	}
 }
