@@ -556,3 +556,33 @@ func TestIndenter(t *testing.T) {
 		t.Errorf("indent = %q", got)
 	}
 }
+
+// FuzzJobFile: any bytes as a job file give jobs that validate, or an
+// error of one line; never a panic.
+func FuzzJobFile(f *testing.F) {
+	for _, name := range []string{"hello", "ddp", "deepspeed", "mpi"} {
+		if b, err := os.ReadFile(filepath.Join("..", "..", "examples", name, "job.yaml")); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("---\n---\n"))
+	f.Add([]byte(`{"apiVersion":"gpucloud/v1","kind":"Job","metadata":{"name":"a"},"spec":{"replicas":1,"gpusPerReplica":1,"command":["x"]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "job.yaml")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Skip()
+		}
+		jobs, err := readJobFile(path, nil)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") && !strings.Contains(err.Error(), "invalid YAML") {
+				t.Errorf("error on several lines: %q", err)
+			}
+			return
+		}
+		for _, j := range jobs {
+			if err := api.ValidateJob(j); err != nil {
+				t.Errorf("readJobFile returned an invalid job: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,6 @@
+package main
+
+import "gpucloud/web"
+
+// The dashboard of `gpucloud up`.
+func init() { dashboardHandler = web.Handler }
