@@ -81,7 +81,11 @@ else from the binary (written to <data-dir>/examples).`,
 			if err != nil {
 				return err
 			}
-			runErr := runDemo(ctx, c, exDir, timeout, out)
+			hint := "Look closer:"
+			if u != nil && !keep {
+				hint = "Look closer (after `gpucloud up`, in another terminal):"
+			}
+			runErr := runDemo(ctx, c, exDir, timeout, out, hint)
 			if u == nil {
 				return runErr
 			}
@@ -98,7 +102,7 @@ else from the binary (written to <data-dir>/examples).`,
 					return err
 				}
 				if ctx.Err() == nil {
-					fmt.Fprintln(out, "`gpucloud up` starts it again, with these jobs; `gpucloud demo --keep` leaves it running.")
+					fmt.Fprintln(out, "`gpucloud up` starts it again with these jobs (`gpucloud demo --keep` would have left it running).")
 				}
 				return runErr
 			}
@@ -165,7 +169,7 @@ type demoJob struct {
 
 // runDemo submits the examples that can run here, follows them, and
 // prints a summary. It fails when one of them did not succeed.
-func runDemo(ctx context.Context, c *client.Client, dir string, timeout time.Duration, out io.Writer) error {
+func runDemo(ctx context.Context, c *client.Client, dir string, timeout time.Duration, out io.Writer, hint string) error {
 	var todo []*demoJob
 	for _, name := range examples.Jobs {
 		jobs, err := readJobFile(filepath.Join(dir, name, "job.yaml"), nil)
@@ -222,7 +226,7 @@ func runDemo(ctx context.Context, c *client.Client, dir string, timeout time.Dur
 	}
 	t.flush()
 	first := live[0].Metadata.ID
-	fmt.Fprintf(out, "\nLook closer:\n  gpucloud get jobs\n  gpucloud describe job %s\n  gpucloud logs %s\n  gpucloud top\n", first, first)
+	fmt.Fprintf(out, "\n%s\n  gpucloud get jobs\n  gpucloud describe job %s\n  gpucloud logs %s\n  gpucloud top\n", hint, first, first)
 	if werr != nil {
 		return werr
 	}
