@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -205,6 +206,17 @@ func TestDemoFleetDrawTime(t *testing.T) {
 		t.Errorf("hit test: %d of %d GPU cells map elsewhere", hits.Mismatches, hits.GPUs)
 	}
 	t.Logf("hit test: %.2f µs per lookup", hits.PerHitUs)
+
+	// Pointing at a GPU names it; clicking it highlights its job.
+	const node = "ndv5-00100"
+	xy := eval[[2]float64](t, b, fmt.Sprintf(`(() => { const c = gpucloud.gpu(%q, 3).centre, r = document.querySelector('#map-overlay').getBoundingClientRect(); return [r.left + c.x, r.top + c.y]; })()`, node))
+	b.do(t, "pointing at a GPU", chromedp.MouseEvent(chromedp.MouseMoved, xy[0], xy[1]))
+	b.waitJS(t, "the tooltip", fmt.Sprintf(`!document.querySelector('#tooltip').hidden && document.querySelector('#tooltip').textContent.startsWith(%q)`, node+" GPU 3"), 2*time.Second)
+	if job := eval[string](t, b, fmt.Sprintf(`gpucloud.gpu(%q, 3).job`, node)); job != "" {
+		b.do(t, "clicking the GPU", chromedp.MouseClickXY(xy[0], xy[1]))
+		b.waitJS(t, "its job highlighted", `!document.querySelector('#selection').hidden`, 2*time.Second)
+		b.do(t, "pointing at the GPU again", chromedp.MouseEvent(chromedp.MouseMoved, xy[0]+1, xy[1]))
+	}
 	b.screenshot(t, "dashboard-demo-131072.png")
 	b.check(t)
 }

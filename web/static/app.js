@@ -93,7 +93,7 @@ function rebuildFabric() {
   let F;
   if (DEMO) F = fabric.demo(DEMO);
   else if (S.fabricDoc) F = fabric.fromDocument(S.fabricDoc, extraNodes());
-  else F = fabric.fromNodes(extraNodes());
+  else F = fabric.fromNodes(extraNodes(), S.cluster && S.cluster.fabric);
   S.F = F;
   nodePhase = new Uint8Array(F.numNodes);
   nodeFlags = new Uint8Array(F.numNodes);
@@ -107,7 +107,10 @@ function rebuildFabric() {
   for (const id of running) unplace(id);
   for (const id of running) if (S.jobs.has(id)) placeJob(S.jobs.get(id));
   heatmap.setFabric(F);
-  $('#fabric-name').textContent = `${F.name}${S.fabricSource === 'nodes' ? ' (from registered nodes)' : ''}`;
+  $('#fabric-name').textContent = F.name;
+  $('#fabric-name').title = S.fabricSource === 'nodes'
+    ? 'the server does not serve GET /v1/fabric: nodes are grouped by the leaf they registered under, blocks are unknown'
+    : S.fabricSource === 'demo' ? 'made up in the browser' : 'GET /v1/fabric';
   dirtyMap = dirtyOverlay = dirtyTables = true;
 }
 
@@ -212,8 +215,10 @@ function placeJob(j) {
   dirtyMap = true;
 }
 
+let jobsVersion = 0;
 function applyJob(type, j) {
   const id = j.metadata.id;
+  jobsVersion++;
   if (type === 'DELETED') {
     S.jobs.delete(id);
     unplace(id);
@@ -464,7 +469,8 @@ async function start() {
   renderLegend();
   $('#who').textContent = who.role === 'admin' ? 'admin' : `${who.role}${who.tenant ? ' · ' + who.tenant : ''}`;
   // Tenants first, so that tenants' colours are right from the first paint.
-  await Promise.allSettled([loadFabric(), api('/v1/tenants').then((r) => r.json()).then((v) => setTenants(v.items || []))]);
+  await Promise.allSettled([loadFabric(), api('/v1/tenants').then((r) => r.json()).then((v) => setTenants(v.items || [])),
+    api('/v1/cluster').then((r) => r.json()).then((v) => { S.cluster = v; })]);
   rebuildFabric();
   watch('nodes', '/v1/watch/nodes', S.nodes, (type, n) => {
     if (type === 'DELETED') { S.nodes.delete(n.metadata.name); forgetNode(n.metadata.name); }
@@ -561,14 +567,27 @@ function jobCell(j) {
 
 const LIMIT = 100;
 
+// jobLists sorts the jobs into the tables' order, again only after a job
+// changed (the tables are redrawn every second for the clocks).
+let lists = null;
+function jobLists() {
+  if (lists && lists.version === jobsVersion) return lists;
+  const pending = [], running = [], done = [];
+  for (const j of S.jobs.values()) {
+    const ph = j.status.phase;
+    if (ph === 'Running') running.push(j);
+    else if (ph === 'Succeeded' || ph === 'Failed' || ph === 'Cancelled') done.push(j);
+    else pending.push(j);
+  }
+  pending.sort((a, b) => (a.status.submittedAt || '').localeCompare(b.status.submittedAt || ''));
+  running.sort((a, b) => (b.status.startedAt || '').localeCompare(a.status.startedAt || ''));
+  done.sort((a, b) => (b.status.finishedAt || '').localeCompare(a.status.finishedAt || ''));
+  lists = { version: jobsVersion, pending, running, done: done.slice(0, 12) };
+  return lists;
+}
+
 function renderTables() {
-  const jobs = [...S.jobs.values()];
-  const pending = jobs.filter((j) => j.status.phase === 'Pending' || !j.status.phase)
-    .sort((a, b) => (a.status.submittedAt || '').localeCompare(b.status.submittedAt || ''));
-  const running = jobs.filter((j) => j.status.phase === 'Running')
-    .sort((a, b) => (b.status.startedAt || '').localeCompare(a.status.startedAt || ''));
-  const done = jobs.filter((j) => ['Succeeded', 'Failed', 'Cancelled'].includes(j.status.phase))
-    .sort((a, b) => (b.status.finishedAt || '').localeCompare(a.status.finishedAt || '')).slice(0, 12);
+  const { pending, running, done } = jobLists();
 
   $('#queue-count').textContent = pending.length ? `${fmtInt(pending.length)} · ${fmtInt(pending.reduce((s, j) => s + jobGPUs(j), 0))} GPUs` : '';
   table($('#queue'), ['#', 'job', 'tenant · queue', 'GPUs', 'prio', 'waiting', 'reason'],
@@ -787,7 +806,7 @@ function describe(hit) {
     let up = 0, used = 0;
     for (let n = n0; n < n1; n++) if (nodePhase[n] === PHASE_READY) up++;
     for (let i = F.gpuStart[n0]; i < F.gpuStart[n1]; i++) if (gpuSlot[i]) used++;
-    return [h('b', {}, `block ${b.name}`), h('div', {}, `${b.leafCount} leaves · ${fmtInt(up)}/${fmtInt(n1 - n0)} nodes ready · ${fmtInt(used)}/${fmtInt(F.gpuStart[n1] - F.gpuStart[n0])} GPUs in use`)];
+    return [h('b', {}, b.name), h('div', {}, `${plural(b.leafCount, 'leaf', 'leaves')} · ${fmtInt(up)}/${fmtInt(n1 - n0)} nodes ready · ${fmtInt(used)}/${fmtInt(F.gpuStart[n1] - F.gpuStart[n0])} GPUs in use`)];
   }
   const leaf = F.leaves[hit.leaf];
   const out = [];
@@ -797,13 +816,13 @@ function describe(hit) {
       if (nodePhase[n] === PHASE_READY) up++;
       for (let i = F.gpuStart[n]; i < F.gpuStart[n + 1]; i++) { gpus++; if (gpuSlot[i]) used++; }
     }
-    out.push(h('b', {}, `leaf ${leaf.name}`), h('div', {}, `block ${F.blocks[leaf.block].name} · ${up}/${leaf.nodeCount} nodes ready · ${used}/${gpus} GPUs in use`));
+    out.push(h('b', {}, leaf.name), h('div', { class: 'dim' }, `leaf switch in ${F.blocks[leaf.block].name}`), h('div', {}, `${up}/${leaf.nodeCount} nodes ready · ${used}/${gpus} GPUs in use`));
     return out;
   }
   const name = F.nodeNames[hit.node];
   const n = S.nodes.get(name);
   out.push(h('b', {}, name), hit.gpu >= 0 ? ` GPU ${hit.gpu - F.gpuStart[hit.node]}` : '');
-  out.push(h('div', {}, `leaf ${leaf.name} · block ${F.blocks[leaf.block].name}`));
+  out.push(h('div', { class: 'dim' }, `${leaf.name} in ${F.blocks[leaf.block].name}`));
   if (!n) out.push(h('div', { class: 'dim' }, 'no agent registered'));
   else {
     const p = nodeProblems(n);

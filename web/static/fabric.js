@@ -131,10 +131,12 @@ export function fromDocument(doc, extra) {
 }
 
 // fromNodes builds the fabric from the node list alone (a server without
-// GET /v1/fabric): nodes grouped by their leaf, in one group.
-export function fromNodes(nodes) {
-  const b = new Builder('nodes');
-  addExtra(b, nodes, 'all nodes');
+// GET /v1/fabric): nodes grouped by their leaf, in one group named name;
+// nodes under leaf "local" (registered, not in the fabric file) apart.
+export function fromNodes(nodes, name) {
+  const b = new Builder(name || 'registered nodes');
+  addExtra(b, nodes.filter((n) => n.leaf && n.leaf !== 'local'), name || 'registered nodes');
+  addExtra(b, nodes.filter((n) => !n.leaf || n.leaf === 'local'), 'unlisted');
   return b.done();
 }
 
