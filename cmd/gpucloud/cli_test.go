@@ -586,3 +586,19 @@ func FuzzJobFile(f *testing.F) {
 		}
 	})
 }
+
+func TestDemoSaysWhatIsMissing(t *testing.T) {
+	torch := &api.Job{Spec: api.JobSpec{Command: []string{"sh", "-c", `"$PYTHON" -m torch.distributed.run train.py`}, Env: map[string]string{"PYTHON": "/nonexistent/python3"}}}
+	if got := demoMissing(torch); !strings.Contains(got, "needs PyTorch: /nonexistent/python3 cannot import torch") {
+		t.Errorf("torch job: %q", got)
+	}
+	t.Setenv("PATH", t.TempDir())
+	mpi := &api.Job{Spec: api.JobSpec{Command: []string{"sh", "-c", "exec mpirun -np 4 python3 pi.py"}}}
+	if got := demoMissing(mpi); !strings.Contains(got, "needs mpirun") {
+		t.Errorf("mpi job: %q", got)
+	}
+	plain := &api.Job{Spec: api.JobSpec{Command: []string{"python3", "train.py"}}}
+	if got := demoMissing(plain); got != "" {
+		t.Errorf("plain job: %q", got)
+	}
+}
