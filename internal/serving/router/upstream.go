@@ -16,7 +16,7 @@ import (
 // keep-alive connections used by one request at a time, from the
 // request's own goroutine. net/http's Transport hands every request to a
 // reader and a writer goroutine per connection; doing the exchange in
-// place costs about a third less CPU per request, which is most of what
+// place costs a quarter to a third less CPU per request, which is most of what
 // the router adds. Connection upgrades and health checks still use a
 // Transport.
 type upstream struct {
