@@ -184,8 +184,9 @@ func TestDemoFleetDrawTime(t *testing.T) {
 		Canvas                      [2]int
 		LayoutMs, ColourMs, PaintMs float64
 		FrameMs, FrameMaxMs         float64
-		ChangeMs                    float64
-		ChangeCells, Reps           int
+		ChangeMs, SpreadMs          float64
+		ChangeCells, SpreadCells    int
+		Reps                        int
 	}
 	bench := eval[benchResult](t, b, `gpucloud.bench(15)`)
 	if bench.GPUs != 131072 || bench.Nodes != 16384 || bench.Leaves != 512 || bench.Blocks != 16 {
@@ -193,9 +194,15 @@ func TestDemoFleetDrawTime(t *testing.T) {
 	}
 	t.Logf("131,072 GPUs on a %dx%d canvas (%d px cells): full repaint %.1f ms median (colour pass %.1f ms, cells+put %.1f ms; worst %.1f ms of %d); layout %.1f ms; one job ending repaints %d cells in %.2f ms",
 		bench.Canvas[0], bench.Canvas[1], bench.CellPx, bench.FrameMs, bench.ColourMs, bench.PaintMs, bench.FrameMaxMs, bench.Reps, bench.LayoutMs, bench.ChangeCells, bench.ChangeMs)
+	t.Logf("20 jobs ending across the fleet repaint %d cells in %.1f ms", bench.SpreadCells, bench.SpreadMs)
 	if bench.ChangeCells <= 0 || bench.ChangeCells >= bench.GPUs {
 		t.Errorf("a job ending repainted %d cells; want only its own", bench.ChangeCells)
 	}
+	// Zoomed in to 3 px cells (9 times the pixels, the canvas scrolls).
+	zoomed := eval[benchResult](t, b, `gpucloud.bench(15, 3)`)
+	t.Logf("zoomed to %d px cells on a %dx%d canvas: full repaint %.1f ms median (colour pass %.1f ms, cells+put %.1f ms); layout %.1f ms; 20 jobs ending across the fleet repaint %d cells in %.1f ms",
+		zoomed.CellPx, zoomed.Canvas[0], zoomed.Canvas[1], zoomed.FrameMs, zoomed.ColourMs, zoomed.PaintMs, zoomed.LayoutMs, zoomed.SpreadCells, zoomed.SpreadMs)
+	eval[benchResult](t, b, `gpucloud.bench(1, 0)`) // back to fit
 
 	type hitResult struct {
 		GPUs, Mismatches int

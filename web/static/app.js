@@ -115,9 +115,16 @@ function rebuildFabric() {
 }
 
 let rebuildTimer = 0;
+const missedOnce = new Set();
 // needRebuild is called when a node or a placement names a node the
-// drawn fabric lacks: fetch the fabric again (debounced) and redraw.
-function needRebuild() {
+// drawn fabric lacks: fetch the fabric again (debounced) and redraw. A
+// placement's node that is neither in the fabric nor registered asks only
+// once, or every rebuild would ask for the next.
+function needRebuild(placementNode) {
+  if (placementNode !== undefined) {
+    if (missedOnce.has(placementNode)) return;
+    missedOnce.add(placementNode);
+  }
   if (rebuildTimer || DEMO) return;
   rebuildTimer = setTimeout(async () => {
     await loadFabric();
@@ -159,7 +166,7 @@ function forgetNode(name) {
   nodeFlags[i] = 0;
   nodeAlloc[i] = 0;
   gpuBad.fill(0, S.F.gpuStart[i], S.F.gpuStart[i + 1]);
-  if (S.fabricSource !== 'api' || !S.fabricDoc) needRebuild();
+  needRebuild(); // a node the fabric file does not list leaves the map
 }
 
 function allocSlot(j) {
@@ -198,7 +205,7 @@ function placeJob(j) {
       const idx = parseGPUList(grp.gpus);
       for (const name of expandHostlist(grp.hosts)) {
         const n = F.nodeIndex.get(name);
-        if (n === undefined) { missing++; continue; }
+        if (n === undefined) { missing++; needRebuild(name); continue; }
         nodes.push(n);
         const ng = F.nodeGPUs(n);
         for (const g of idx) if (g < ng) gpus.push(F.gpuStart[n] + g);
@@ -211,7 +218,6 @@ function placeJob(j) {
   const ga = Int32Array.from(gpus);
   for (const g of ga) gpuSlot[g] = slot;
   placed.set(id, { key, slot, gpus: ga, nodes: Int32Array.from(nodes), missing });
-  if (missing > 0) needRebuild();
   dirtyMap = true;
 }
 
@@ -383,14 +389,18 @@ async function watch(name, path, collection, apply) {
       backoff = 500;
       const seen = new Set();
       let last = performance.now(), swept = false;
-      const sweeper = setInterval(() => {
-        if (swept || performance.now() - last < 300) return;
+      const sweep = () => {
+        if (swept) return;
         swept = true;
         clearInterval(sweeper);
         for (const [key, obj] of [...collection.entries()]) if (!seen.has(key)) apply('DELETED', obj);
-      }, 100);
+      };
+      // The end of the snapshot: a "synced" event if the server sends one,
+      // else the first lull.
+      const sweeper = setInterval(() => { if (performance.now() - last >= 300) sweep(); }, 100);
       try {
         await readSSE(resp.body, (event, data) => {
+          if (event === 'synced') { sweep(); return; }
           const ev = JSON.parse(data);
           if (!swept && ev.object && ev.object.metadata) seen.add(ev.object.metadata.id || ev.object.metadata.name);
           apply(ev.type, ev.object);
@@ -937,7 +947,8 @@ window.gpucloud = {
   // bench times full repaints of the whole fleet: the colour pass over
   // every GPU, then writing every cell and putting the image (read back one
   // pixel so the canvas has really taken it).
-  bench(reps = 15) {
+  bench(reps = 15, zoom = 0) {
+    if (zoom !== heatmap.zoom) { heatmap.zoom = zoom; heatmap.relayout(); }
     const colourMs = [], paintMs = [], frameMs = [];
     const probe = () => heatmap.ctx.getImageData(0, 0, 1, 1);
     for (let i = 0; i < reps; i++) {
@@ -962,7 +973,19 @@ window.gpucloud = {
     const changeMs = performance.now() - t3;
     placeJob(j);
     redrawMap();
+    // Twenty jobs end across the whole fleet in one frame.
+    const spread = [];
+    for (let k = 0; k < 20; k++) spread.push(S.jobs.get(ids[Math.floor((k * ids.length) / 20)]));
+    const t4 = performance.now();
+    for (const x of spread) unplace(x.metadata.id);
+    computeColours();
+    const spreadCells = heatmap.paint();
+    probe();
+    const spreadMs = performance.now() - t4;
+    for (const x of spread) placeJob(x);
+    redrawMap();
     return {
+      spreadMs, spreadCells,
       gpus: S.F.numGPUs, nodes: S.F.numNodes, leaves: S.F.leaves.length, blocks: S.F.blocks.length,
       cellPx: heatmap.g.c, canvas: [heatmap.g.W, heatmap.g.H], layoutMs: heatmap.layoutMs,
       colourMs: median(colourMs), paintMs: median(paintMs), frameMs: median(frameMs), frameMaxMs: Math.max(...frameMs),

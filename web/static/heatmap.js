@@ -17,6 +17,11 @@ export const C = {
 };
 export const DIM = 64;
 
+const BAND_SHIFT = 5;
+const BAND = 1 << BAND_SHIFT; // rows per dirty band of paint()
+// Browsers refuse canvases taller than 32,767 pixels (Chromium, Firefox).
+const MAX_CANVAS = 32767;
+
 const BG = '#0e1217';
 const LEAF_BG = '#171d25';
 const BASE = {
@@ -161,7 +166,12 @@ export class Heatmap {
     const availH = Math.max(200, this.wrap.clientHeight * d);
     let g;
     if (this.zoom > 0) {
-      g = geometry(f, W, d, Math.round(this.zoom * d));
+      // The zoom asked for, or the largest cell the canvas can hold.
+      for (let c = Math.round(this.zoom * d); c >= 1; c--) {
+        g = geometry(f, W, d, c);
+        if (g.H <= MAX_CANVAS) break;
+      }
+      this.zoom = g.c / d;
     } else {
       for (let c = Math.round(40 * d); c >= 1; c--) {
         g = geometry(f, W, d, c);
@@ -234,10 +244,16 @@ export class Heatmap {
 
   // paint writes the cells whose colour changed since the last paint and
   // returns how many did.
+  //
+  // Changed cells are put back per band of BAND rows, each band from its
+  // leftmost to its rightmost change: a few jobs ending far apart on a
+  // tall canvas put a few small rectangles, not the whole image.
   paint() {
     const g = this.g, px = this.px, W = g.W, pal = this.pal, col = this.colour, on = this.onCanvas;
     const gx = this.gpuX, gy = this.gpuY, s = g.c - g.cellGap, n = col.length;
-    let x0 = W, y0 = g.H, x1 = -1, y1 = -1, changed = 0;
+    const nb = Math.ceil(g.H / BAND);
+    const bx0 = new Int32Array(nb).fill(W), bx1 = new Int32Array(nb).fill(-1);
+    let changed = 0;
     for (let i = 0; i < n; i++) {
       const v = pal[col[i]];
       if (on[i] === v) continue;
@@ -249,12 +265,15 @@ export class Heatmap {
       } else {
         for (let r = 0, o = y * W + x; r < s; r++, o += W) px.fill(v, o, o + s);
       }
-      if (x < x0) x0 = x;
-      if (y < y0) y0 = y;
-      if (x > x1) x1 = x;
-      if (y > y1) y1 = y;
+      // A cell may straddle two bands.
+      for (let b = y >> BAND_SHIFT, last = (y + s - 1) >> BAND_SHIFT; b <= last; b++) {
+        if (x < bx0[b]) bx0[b] = x;
+        if (x + s > bx1[b]) bx1[b] = x + s;
+      }
     }
-    if (changed > 0) this.ctx.putImageData(this.img, 0, 0, x0, y0, x1 - x0 + s, y1 - y0 + s);
+    for (let b = 0; b < nb; b++) {
+      if (bx1[b] >= 0) this.ctx.putImageData(this.img, 0, 0, bx0[b], b * BAND, bx1[b] - bx0[b], BAND);
+    }
     return changed;
   }
 
