@@ -380,6 +380,13 @@ func TestDashboardLive(t *testing.T) {
 	b.waitJS(t, "its GPUs free again", fmt.Sprintf(`gpucloud.gpu(%q, 0).job === ''`, nodes[0].Node), 2*time.Second)
 	b.screenshot(t, "dashboard-succeeded.png")
 
+	// Coloured by health: a failed GPU, a cordoned node, a node down and a
+	// node without an agent each have their colour (palette indices of
+	// heatmap.js: UNREG 2, DOWN 3, BAD 4, CORDON 5, HFREE 9).
+	eval[bool](t, b, `(() => { const s = document.querySelector('#mode'); s.value = 'health'; s.dispatchEvent(new Event('change')); return true; })()`)
+	b.waitJS(t, "the health colours", `gpucloud.gpu('gpu-05', 3).colour === 4 && gpucloud.gpu('gpu-05', 2).colour === 9 && gpucloud.gpu('gpu-04', 0).colour === 5 && gpucloud.gpu('gpu-06', 0).colour === 3 && gpucloud.gpu('gpu-07', 0).colour === 2`, 2*time.Second)
+	b.screenshot(t, "dashboard-health.png")
+
 	// A tenant sees its own jobs; another tenant's GPUs are drawn as taken,
 	// without naming the job.
 	hold := make(chan struct{})
