@@ -152,6 +152,9 @@ func (c *Controller) Run(ctx context.Context, interval time.Duration) {
 func (c *Controller) Step(ctx context.Context, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.status.Deleted {
+		return nil
+	}
 	spec := c.spec
 	reps, err := c.driver.Replicas(ctx, spec.Name)
 	if err != nil {
