@@ -114,6 +114,7 @@ hang from a leaf named "local".`,
 	f.StringVar(&cfg.ID, "replica-id", "", "name of this replica in the leader election (default host/address)")
 	f.StringVar(&logLevel, "log-level", "info", "debug|info|warn|error")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ to admin tokens")
+	f.DurationVar(&cfg.JobRetention, "job-retention", 7*24*time.Hour, "delete jobs (with logs) this long after they finish; 0 keeps them")
 	f.BoolVar(&cfg.NoFsync, "unsafe-no-fsync", false, "run the embedded etcd without fsync (tests only: loses data on power loss)")
 	f.MarkHidden("unsafe-no-fsync")
 	return cmd

@@ -118,6 +118,8 @@ type leader struct {
 	lastResync  time.Time
 	resyncCost  time.Duration
 	lastGC      time.Time
+	lastCompact time.Time
+	compactRev  int64
 	lastReasons time.Time
 }
 
@@ -457,7 +459,7 @@ func (l *leader) cycle(ctx context.Context) error {
 		return err
 	}
 	l.reasons(ctx)
-	if time.Since(l.lastGC) > 30*time.Second {
+	if time.Since(l.lastGC) > l.s.cfg.GCInterval {
 		l.gc(ctx, now)
 	}
 	s.metrics.cycle.Observe(time.Since(start).Seconds())
@@ -891,13 +893,78 @@ func (l *leader) reasons(ctx context.Context) {
 	}
 }
 
-// gc expires events older than an hour (one range delete: keys sort by
-// time).
+// maxEvents bounds the events kept, whatever their age: at a thousand
+// submissions a second an hour of events would not fit in etcd.
+const maxEvents = 100000
+
+// gc expires events older than an hour or beyond maxEvents (range deletes:
+// keys sort by time), and deletes jobs that finished more than
+// JobRetention ago, with their reports and logs.
 func (l *leader) gc(ctx context.Context, now time.Time) {
 	l.lastGC = time.Now()
+	s := l.s
 	cutoff := fmt.Sprintf("%s%020d", store.EventsKey, now.Add(-time.Hour).UnixNano())
-	l.s.store.Do(ctx, func(cctx context.Context) error {
-		_, err := l.s.store.Client().Delete(cctx, store.EventsKey, clientv3.WithRange(cutoff))
+	s.store.Do(ctx, func(cctx context.Context) error {
+		_, err := s.store.Client().Delete(cctx, store.EventsKey, clientv3.WithRange(cutoff))
 		return err
 	})
+	s.store.Do(ctx, func(cctx context.Context) error {
+		end := clientv3.GetPrefixRangeEnd(store.EventsKey)
+		r, err := s.store.Client().Get(cctx, store.EventsKey, clientv3.WithRange(end), clientv3.WithCountOnly())
+		if err != nil || r.Count <= maxEvents {
+			return err
+		}
+		old, err := s.store.Client().Get(cctx, store.EventsKey, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+			clientv3.WithLimit(r.Count-maxEvents), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+		if err != nil || len(old.Kvs) == 0 {
+			return err
+		}
+		_, err = s.store.Client().Delete(cctx, store.EventsKey, clientv3.WithRange(string(old.Kvs[len(old.Kvs)-1].Key)+"\x00"))
+		return err
+	})
+	// Compact etcd's history to what it was a compaction period ago, as
+	// the Kubernetes API server does: an external cluster then needs no
+	// compaction settings of its own, and watches keep five minutes.
+	if rev, err := s.store.Revision(ctx); err == nil {
+		if time.Since(l.lastCompact) >= 5*time.Minute {
+			if l.compactRev > 0 {
+				s.store.Do(ctx, func(cctx context.Context) error {
+					_, err := s.store.Client().Compact(cctx, l.compactRev)
+					if err != nil && strings.Contains(err.Error(), "compacted") {
+						return nil
+					}
+					return err
+				})
+			}
+			l.compactRev, l.lastCompact = rev, time.Now()
+		}
+	}
+	if s.cfg.JobRetention <= 0 {
+		return
+	}
+	var expired []string
+	s.st.mu.RLock()
+	for id, rec := range s.st.jobs {
+		if rec.job.Status.Phase.Terminal() && !rec.job.Status.FinishedAt.IsZero() && now.Sub(rec.job.Status.FinishedAt) > s.cfg.JobRetention {
+			expired = append(expired, id)
+			if len(expired) == 10000 {
+				break
+			}
+		}
+	}
+	s.st.mu.RUnlock()
+	for i := 0; i < len(expired); i += 40 {
+		var ops []clientv3.Op
+		for _, id := range expired[i:min(i+40, len(expired))] {
+			ops = append(ops, clientv3.OpDelete(store.JobsKey+id), clientv3.OpDelete(store.ReportsKey+id+"/", clientv3.WithPrefix()),
+				clientv3.OpDelete(store.LogsKey+id+"/", clientv3.WithPrefix()))
+		}
+		if _, err := s.store.Txn(ctx, []clientv3.Cmp{l.fence}, ops); err != nil {
+			l.log.Warn("gc: deleting finished jobs", "err", err)
+			return
+		}
+	}
+	if len(expired) > 0 {
+		l.log.Info("gc: deleted finished jobs past retention", "jobs", len(expired), "retention", s.cfg.JobRetention)
+	}
 }

@@ -69,6 +69,12 @@ type Config struct {
 	ID string
 	// Pprof serves /debug/pprof/ (admin token required).
 	Pprof bool
+	// JobRetention deletes jobs this long after they finished, with their
+	// reports and logs (0: keep them until deleted by hand).
+	JobRetention time.Duration
+	// GCInterval paces the leader's garbage collection: events, expired
+	// jobs, etcd compaction (default 30s).
+	GCInterval time.Duration
 
 	Logger *slog.Logger
 }
@@ -88,6 +94,9 @@ func (c *Config) defaults() {
 	}
 	if c.CycleInterval == 0 {
 		c.CycleInterval = 100 * time.Millisecond
+	}
+	if c.GCInterval == 0 {
+		c.GCInterval = 30 * time.Second
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20

@@ -444,3 +444,25 @@ func TestTakeoverRequeuesGangsOfDeadNodes(t *testing.T) {
 		t.Fatalf("no requeue event naming n1: %+v", evs)
 	}
 }
+
+func TestFinishedJobsExpire(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.JobRetention = 500 * time.Millisecond; c.GCInterval = 200 * time.Millisecond })
+	ctx := context.Background()
+	startFakeAgent(t, ts.admin, "n1", 1, func(a api.Assignment, p api.Process) (int, bool) { return 0, a.Name == "stays" })
+	j, _ := ts.admin.Submit(ctx, testJob("short", 1, 1))
+	waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseSucceeded, 10*time.Second)
+	live, _ := ts.admin.Submit(ctx, testJob("stays", 1, 1)) // runs until the end
+	waitFor(t, 10*time.Second, "the finished job to expire", func() bool {
+		_, err := ts.admin.Job(ctx, j.Metadata.ID)
+		return client.IsCode(err, 404)
+	})
+	logs, _, err := ts.Store().List(ctx, store.LogsKey+j.Metadata.ID+"/")
+	if err != nil || len(logs) != 0 {
+		t.Fatalf("logs left: %d %v", len(logs), err)
+	}
+	waitPhase(t, ts.admin, live.Metadata.ID, api.PhaseRunning, 10*time.Second)
+	time.Sleep(time.Second) // several collections later
+	if p, err := ts.admin.Job(ctx, live.Metadata.ID); err != nil || p.Status.Phase != api.PhaseRunning {
+		t.Fatalf("a live job was collected: %v %v", p, err)
+	}
+}

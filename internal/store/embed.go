@@ -91,10 +91,11 @@ func StartMember(ctx context.Context, mc MemberConfig) (*Embedded, error) {
 	cfg.UnsafeNoFsync = mc.NoFsync
 	cfg.MaxTxnOps = mc.MaxTxnOps
 	cfg.MaxRequestBytes = 4 << 20
-	// Keep an hour of history for watches that reconnect; older revisions
-	// are compacted so the database stays small.
+	// Keep five minutes of history for watches that reconnect (what the
+	// Kubernetes API server keeps); older revisions are compacted so that
+	// the database stays small under a thousand writes a second.
 	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "1h"
+	cfg.AutoCompactionRetention = "5m"
 	cfg.QuotaBackendBytes = 8 << 30
 
 	e, err := embed.StartEtcd(cfg)
