@@ -225,5 +225,9 @@ func TestDemoFleetDrawTime(t *testing.T) {
 		b.do(t, "pointing at the GPU again", chromedp.MouseEvent(chromedp.MouseMoved, xy[0]+1, xy[1]))
 	}
 	b.screenshot(t, "dashboard-demo-131072.png")
+
+	// The churning demo: jobs end and start four times a second.
+	b.do(t, "loading the churning demo", chromedp.Navigate(srv.URL+"/?demo=4096&churn=1"))
+	b.waitJS(t, "finished jobs from the churn", `document.querySelectorAll('#recent tr[data-phase="Succeeded"]').length >= 3`, 10*time.Second)
 	b.check(t)
 }
