@@ -27,24 +27,38 @@ import (
 	"gpucloud/internal/serving/router"
 )
 
-// modelServer is the model stand-in, built once per test binary.
-var modelServer string
+// modelServer is the model stand-in, built once per test binary by the
+// first end-to-end test (-short runs none and builds nothing).
+var (
+	modelServer string
+	modelDir    string
+	buildOnce   sync.Once
+	buildErr    error
+)
+
+func buildModelServer(t *testing.T) {
+	t.Helper()
+	buildOnce.Do(func() {
+		modelDir, buildErr = os.MkdirTemp("", "serving-e2e-")
+		if buildErr != nil {
+			return
+		}
+		modelServer = filepath.Join(modelDir, "modelserver")
+		out, err := exec.Command("go", "build", "-o", modelServer, "gpucloud/internal/serving/internal/modelserver").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building the model server: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+}
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "serving-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	modelServer = filepath.Join(dir, "modelserver")
-	out, err := exec.Command("go", "build", "-o", modelServer, "gpucloud/internal/serving/internal/modelserver").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building the model server: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	if modelDir != "" {
+		os.RemoveAll(modelDir)
+	}
 	os.Exit(code)
 }
 
@@ -71,6 +85,8 @@ func newHarness(t *testing.T, spec serving.Spec) *harness {
 	if testing.Short() {
 		t.Skip("end-to-end serving test: runs model server processes for several seconds")
 	}
+	buildModelServer(t)
+	spec.Template.Command[0] = modelServer
 	log := logger()
 	rt := router.New(router.Config{Logger: log})
 	drv, err := local.New(local.Config{Dir: t.TempDir(), Grace: 5 * time.Second, Logger: log})
