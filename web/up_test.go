@@ -95,6 +95,8 @@ func TestDashboardAgainstUp(t *testing.T) {
 			out = append(out, l)
 			if f := strings.Fields(l); len(f) == 2 && f[0] == "dashboard:" {
 				dashURL = f[1]
+			} else if len(f) > 2 && f[0] == "dashboard:" {
+				t.Fatalf("gpucloud up serves no dashboard (cmd/gpucloud/up_web.go links web.Handler into up): %s", l)
 			}
 		case <-time.After(40 * time.Second):
 			t.Fatalf("gpucloud up printed no dashboard address in 40s:\n%s", strings.Join(out, "\n"))
