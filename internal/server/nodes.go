@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -246,8 +247,14 @@ func (s *Server) grant(r *http.Request, ttl int64) (int64, error) {
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	var hb api.Heartbeat
-	if err := decodeBody(r, &hb); err != nil {
+	b, err := readBody(r)
+	if err != nil {
 		return err
+	}
+	if len(bytes.TrimSpace(b)) > 0 { // an empty heartbeat is allowed
+		if err := api.Decode(b, &hb); err != nil {
+			return err
+		}
 	}
 	s.st.mu.RLock()
 	lease, ok := s.st.alive[name]

@@ -337,6 +337,12 @@ func TestCordonAndDrain(t *testing.T) {
 	ctx := context.Background()
 	startFakeAgent(t, ts.admin, "n1", 1, hold)
 	startFakeAgent(t, ts.admin, "n2", 1, hold)
+	if code, b := raw(t, "POST", ts.url+"/v1/nodes/n1/heartbeat", ts.token, "", nil); code != 200 {
+		t.Fatalf("empty heartbeat: %d %s", code, b)
+	}
+	if code, _ := raw(t, "POST", ts.url+"/v1/nodes/ghost/heartbeat", ts.token, "", nil); code != 410 {
+		t.Fatalf("heartbeat of an unregistered node: %d, want 410", code)
+	}
 	j, _ := ts.admin.Submit(ctx, testJob("a", 1, 1))
 	run := waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseRunning, 10*time.Second)
 	node := run.Status.Placement.Groups[0].Hosts
