@@ -67,10 +67,17 @@ func (c *Client) Jobs(ctx context.Context, f JobFilter) (*api.List[api.Job], err
 	return &out, err
 }
 
-// Cancel cancels a job.
+// Cancel cancels a job. A retry that finds the job already Cancelled
+// (the first attempt's answer was lost) returns it without error.
 func (c *Client) Cancel(ctx context.Context, id string) (*api.Job, error) {
 	var out api.Job
-	if err := c.Do(ctx, "POST", "/v1/jobs/"+id+"/cancel", nil, &out); err != nil {
+	err := c.Do(ctx, "POST", "/v1/jobs/"+id+"/cancel", nil, &out)
+	if IsCode(err, http.StatusConflict) {
+		if j, gerr := c.Job(ctx, id); gerr == nil && j.Status.Phase == api.PhaseCancelled {
+			return j, nil
+		}
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -3,8 +3,16 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"io"
 	"net/http"
 	"os"
@@ -470,5 +478,31 @@ func TestFinishedJobsExpire(t *testing.T) {
 	time.Sleep(time.Second) // several collections later
 	if p, err := ts.admin.Job(ctx, live.Metadata.ID); err != nil || p.Status.Phase != api.PhaseRunning {
 		t.Fatalf("a live job was collected: %v %v", p, err)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	ts := startServer(t, func(c *Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	c := client.New([]string{"https://" + ts.Addr()}, ts.token, client.Options{InsecureSkipVerify: true})
+	c.Retry = time.Second
+	if who, err := c.Whoami(context.Background()); err != nil || who["role"] != "admin" {
+		t.Fatalf("over TLS: %v %v", who, err)
+	}
+	plain := client.New([]string{"http://" + ts.Addr()}, ts.token, client.Options{})
+	plain.Retry = 0
+	if _, err := plain.Whoami(context.Background()); err == nil {
+		t.Fatal("plain HTTP answered on a TLS port")
 	}
 }
