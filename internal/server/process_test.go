@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -274,12 +275,17 @@ func TestCrashRestartLosesNothing(t *testing.T) {
 	running := waitPhase(t, admin, kj.Metadata.ID, api.PhaseRunning, 20*time.Second)
 
 	sub := startSubmitter(admin, 5*time.Millisecond, func(i int) *api.Job { return testJob(fmt.Sprintf("short-%d", i), 1, 1) })
-	// Kill -9 at moments that fall at different points of the write
-	// path: during submissions, between a placement and its reports.
-	for i, d := range []time.Duration{700 * time.Millisecond, 1100 * time.Millisecond, 450 * time.Millisecond} {
+	// Kill -9 at random moments (the seed is logged), which fall at
+	// different points of the write path: during submissions, between a
+	// placement and its reports, in the middle of a resync.
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewSource(seed))
+	t.Logf("kill times seeded with %d", seed)
+	for i := 0; i < 3; i++ {
+		d := 200*time.Millisecond + time.Duration(rng.Int63n(int64(1300*time.Millisecond)))
 		time.Sleep(d)
 		srv.kill()
-		t.Logf("crash %d: killed with SIGKILL", i+1)
+		t.Logf("crash %d: killed with SIGKILL after %v", i+1, d.Round(time.Millisecond))
 		srv.start()
 		waitHTTP(t, url, 30*time.Second)
 	}
