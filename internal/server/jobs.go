@@ -18,7 +18,7 @@ import (
 	"gpucloud/internal/store"
 )
 
-// newJobID makes an ID that sorts by submission time: 9 base-36 digits of
+// newJobID makes an ID that sorts by submission time: 8 base-36 digits of
 // milliseconds, then 6 random ones.
 func newJobID() string {
 	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"

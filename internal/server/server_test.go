@@ -506,3 +506,63 @@ func TestTLS(t *testing.T) {
 		t.Fatal("plain HTTP answered on a TLS port")
 	}
 }
+
+func TestWatchAndFollowLogs(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	startFakeAgent(t, ts.admin, "n1", 1, func(api.Assignment, api.Process) (int, bool) {
+		<-release
+		return 0, false
+	})
+	phases := make(chan api.Phase, 16)
+	go ts.admin.WatchJobs(ctx, func(ev api.WatchEvent[api.Job]) error {
+		phases <- ev.Object.Status.Phase
+		return nil
+	})
+	j, _ := ts.admin.Submit(ctx, testJob("w", 1, 1))
+	waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseRunning, 10*time.Second)
+	logs, err := ts.admin.Logs(ctx, j.Metadata.ID, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first line is there already; a new chunk arrives on the stream.
+	ts.admin.UploadLog(ctx, "n1", &api.LogChunk{Job: j.Metadata.ID, Generation: 1, Rank: 0, Offset: 1 << 20, Data: []byte("later\n")})
+	buf := make([]byte, 0, 256)
+	for !strings.Contains(string(buf), "later") {
+		b := make([]byte, 256)
+		n, err := logs.Read(b)
+		if err != nil {
+			t.Fatalf("follow: %v after %q", err, buf)
+		}
+		buf = append(buf, b[:n]...)
+	}
+	if !strings.HasPrefix(string(buf), "rank=0 world=1") {
+		t.Fatalf("followed logs %q", buf)
+	}
+	close(release)
+	// The stream ends when the job does.
+	io.ReadAll(logs)
+	waitPhase(t, ts.admin, j.Metadata.ID, api.PhaseSucceeded, 10*time.Second)
+	var seen []api.Phase
+	for len(seen) == 0 || seen[len(seen)-1] != api.PhaseSucceeded {
+		select {
+		case p := <-phases:
+			seen = append(seen, p)
+		case <-ctx.Done():
+			t.Fatalf("watch saw %v", seen)
+		}
+	}
+	if seen[0] != api.PhasePending || !contains(phaseStrings(seen), "Running") {
+		t.Fatalf("watch saw %v", seen)
+	}
+}
+
+func phaseStrings(ps []api.Phase) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = string(p)
+	}
+	return out
+}
