@@ -40,8 +40,10 @@ func (s *Server) routeTable() []route {
 
 		{method: "GET", path: "/v1/nodes", access: accessUser, summary: "List nodes", resp: api.List[api.Node]{}, handler: s.listNodes},
 		{method: "GET", path: "/v1/nodes/{name}", access: accessAny, summary: "Get a node", resp: api.Node{}, handler: s.getNode},
-		{method: "POST", path: "/v1/nodes/{name}/cordon", access: accessAdmin, summary: "Take no new work on a node", resp: api.Node{}, handler: s.nodeAction("cordon")},
-		{method: "POST", path: "/v1/nodes/{name}/uncordon", access: accessAdmin, summary: "Take work again", resp: api.Node{}, handler: s.nodeAction("uncordon")},
+		// Agents may cordon and uncordon (a node that fails its health
+		// checks fences itself), not drain or delete.
+		{method: "POST", path: "/v1/nodes/{name}/cordon", access: accessAgent, summary: "Take no new work on a node (admin or agent)", resp: api.Node{}, handler: s.nodeAction("cordon")},
+		{method: "POST", path: "/v1/nodes/{name}/uncordon", access: accessAgent, summary: "Take work again (admin or agent)", resp: api.Node{}, handler: s.nodeAction("uncordon")},
 		{method: "POST", path: "/v1/nodes/{name}/drain", access: accessAdmin, summary: "Cordon and requeue the node's gangs", resp: api.Node{}, handler: s.nodeAction("drain")},
 		{method: "DELETE", path: "/v1/nodes/{name}", access: accessAdmin, summary: "Forget a node", resp: api.Status{}, handler: s.deleteNode},
 

@@ -229,10 +229,20 @@ func TestTenantIsolation(t *testing.T) {
 			t.Errorf("%s %s by a tenant: %v, want 403", rt.method, rt.path, err)
 		}
 	}
-	// Agents may not read jobs.
+	// Agents may not read jobs, nor drain; they may cordon (self-fencing).
 	at, _ := ts.admin.CreateToken(ctx, api.TokenRequest{Role: api.RoleAgent})
-	if _, err := ts.client(at.Token).Jobs(ctx, client.JobFilter{}); !client.IsCode(err, 403) {
+	ag := ts.client(at.Token)
+	if _, err := ag.Jobs(ctx, client.JobFilter{}); !client.IsCode(err, 403) {
 		t.Errorf("agent lists jobs: %v", err)
+	}
+	if _, err := ag.Register(ctx, registration("n1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ag.NodeAction(ctx, "n1", "drain", ""); !client.IsCode(err, 403) {
+		t.Errorf("agent drains: %v", err)
+	}
+	if n, err := ag.NodeAction(ctx, "n1", "cordon", "health: xid 79"); err != nil || !n.Spec.Cordoned {
+		t.Errorf("agent cordons its node: %v %v", n, err)
 	}
 }
 
