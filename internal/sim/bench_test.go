@@ -35,3 +35,18 @@ func BenchmarkPhilly(b *testing.B) {
 		b.ReportMetric(r.EventsPerS, "events/s")
 	}
 }
+
+// BenchmarkSynthetic131k replays one million Gavel-like jobs, offered at 80%
+// of a 131,072-GPU ndv5 fleet, with failures.
+func BenchmarkSynthetic131k(b *testing.B) {
+	f := fleet(b, 131072)
+	s := workload.Synthetic{Mix: workload.MixGavel, Jobs: 1_000_000, MaxGPUs: f.NumGPUs(), Seed: 1}
+	s.Rate = s.RateForLoad(0.8, f.NumGPUs())
+	for b.Loop() {
+		r, err := Run(DefaultConfig(f), SyntheticInput(s))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.EventsPerS, "events/s")
+	}
+}

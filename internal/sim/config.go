@@ -66,8 +66,11 @@ func ParseQueueMode(s string) (QueueMode, error) {
 type Config struct {
 	Fabric *topology.Fabric
 	Policy Policy
-	// Interval is the period of the scheduling cycle that runs, besides the
-	// one after every batch of simultaneous events, while jobs wait.
+	// Interval bounds the time between scheduling cycles while jobs wait:
+	// besides the cycle after every instant at which something happened, a
+	// cycle runs when Interval has passed since the last one, so that
+	// time-driven decisions (priority bands, fair-share decay, back-off)
+	// happen.
 	Interval time.Duration
 	// Slowdown stretches a job placed across more leaf switches than the
 	// fewest that could hold it: it runs (1+Slowdown) times as long.

@@ -89,6 +89,7 @@ type engine struct {
 
 	waiting, running, alloc int
 	dirty, tickPending      bool
+	lastCycle               time.Duration
 	placedThisStep          bool
 	stuckSince              time.Duration
 	stuck                   bool
@@ -104,7 +105,7 @@ type engine struct {
 	placements, optimal, multiPlacements, multiOpt int
 	res                                            Result
 	util, qlen                                     series
-	events, cycles                                 int64
+	events, cycles, steps                          int64
 	prog                                           *progress
 
 	// observe, when set (tests), is called after each simulated instant,
@@ -202,7 +203,8 @@ func (e *engine) run() (*Result, error) {
 		if e.observe != nil {
 			e.observe(t)
 		}
-		if e.prog != nil && e.events&1023 == 0 {
+		e.steps++
+		if e.prog != nil && e.steps&1023 == 0 {
 			e.prog.update(e.res.Completed+e.res.NeverFit, t, e.events)
 		}
 		if e.srcDone && e.waiting == 0 && e.running == 0 {
@@ -265,7 +267,9 @@ func (e *engine) handle(ev event) {
 	case evTick:
 		e.tickPending = false
 		if e.waiting > 0 {
-			e.dirty = true
+			if e.now-e.lastCycle >= e.cfg.Interval {
+				e.dirty = true
+			}
 			e.ensureTick()
 		}
 	}
@@ -291,12 +295,17 @@ func (e *engine) pushFailure() {
 	e.q.push(event{at: at, kind: evFailure, node: int32(n), epoch: uint32(cause)})
 }
 
+// ensureTick arms the periodic cycle: while jobs wait, a cycle runs at
+// least every interval, counted from the last cycle whatever caused it.
 func (e *engine) ensureTick() {
 	if e.tickPending {
 		return
 	}
-	iv := e.cfg.Interval
-	e.q.push(event{at: (e.now/iv + 1) * iv, kind: evTick})
+	at := e.lastCycle + e.cfg.Interval
+	if at <= e.now {
+		at = e.now + e.cfg.Interval
+	}
+	e.q.push(event{at: at, kind: evTick})
 	e.tickPending = true
 }
 
@@ -383,6 +392,7 @@ func (e *engine) neverFit(id, why string) {
 func (e *engine) cycle() {
 	e.dirty = false
 	e.cycles++
+	e.lastCycle = e.now
 	for _, d := range e.s.Schedule(e.at(e.now)) {
 		e.apply(d, false)
 	}

@@ -45,6 +45,7 @@ func Lines(w io.Writer, title, xLabel, yLabel string, lines []Line) error {
 		}
 	}
 	p.Y.Min = math.Min(p.Y.Min, 0)
+	p.Legend.Left = false // time series start at zero on the left
 	return save(p, w)
 }
 
