@@ -238,3 +238,16 @@ func (s *Server) syncTo(ctx context.Context, rev int64) error {
 		s.store.RequestProgress(ctx)
 	}
 }
+
+// fresh waits until the state includes everything etcd holds now, for a
+// request that names something this replica may not have seen yet (made
+// through another replica a moment ago).
+func (s *Server) fresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rev, err := s.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	return s.syncTo(ctx, rev)
+}

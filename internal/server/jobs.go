@@ -57,17 +57,27 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	} else if j.Metadata.Tenant != "" && j.Metadata.Tenant != p.tenant {
 		return &httpError{code: http.StatusForbidden, msg: "metadata.tenant: a tenant token submits to its own tenant only"}
 	}
-	s.st.mu.RLock()
-	t := s.st.tenants[tenant]
-	queue := j.Spec.Queue
-	if queue == "" && t != nil {
-		queue = t.Spec.DefaultQueue
+	lookup := func() (*api.Tenant, string, *api.Queue) {
+		s.st.mu.RLock()
+		defer s.st.mu.RUnlock()
+		t := s.st.tenants[tenant]
+		queue := j.Spec.Queue
+		if queue == "" && t != nil {
+			queue = t.Spec.DefaultQueue
+		}
+		if queue == "" {
+			queue = "default"
+		}
+		return t, queue, s.st.queues[queue]
 	}
-	if queue == "" {
-		queue = "default"
+	t, queue, q := lookup()
+	if t == nil || q == nil {
+		// Made a moment ago? Wait for this replica's own writes.
+		if err := s.caughtUp(r.Context()); err != nil {
+			return err
+		}
+		t, queue, q = lookup()
 	}
-	q := s.st.queues[queue]
-	s.st.mu.RUnlock()
 	if t == nil {
 		return fieldErr("metadata.tenant", "no tenant "+tenant)
 	}

@@ -357,14 +357,24 @@ func (s *Server) applyReports(r *http.Request, node string, evs []api.RankEvent)
 		byJob[e.Job] = append(byJob[e.Job], e)
 	}
 	for job, jevs := range byJob {
-		s.st.mu.RLock()
-		rec := s.st.jobs[job]
-		var gen int
-		onNode := s.st.onNode[node][job]
-		if rec != nil {
-			gen = rec.job.Status.Generation
+		look := func() (*jobRec, int, bool) {
+			s.st.mu.RLock()
+			defer s.st.mu.RUnlock()
+			rec := s.st.jobs[job]
+			if rec == nil {
+				return nil, 0, false
+			}
+			return rec, rec.job.Status.Generation, s.st.onNode[node][job]
 		}
-		s.st.mu.RUnlock()
+		rec, gen, onNode := look()
+		if rec == nil || !onNode || jevs[0].Generation > gen {
+			// The agent may have its assignment from a replica ahead of
+			// this one: catch up before dropping a report.
+			if err := s.fresh(r.Context()); err != nil {
+				return err
+			}
+			rec, gen, onNode = look()
+		}
 		if rec == nil || !onNode {
 			continue // not (or no longer) this node's: the assignment stream will tell the agent
 		}
@@ -439,10 +449,19 @@ func (s *Server) uploadLog(w http.ResponseWriter, r *http.Request) error {
 	if c.Job == "" || c.Rank < 0 || c.Offset < 0 {
 		return errBad("job, rank and offset are required")
 	}
-	s.st.mu.RLock()
-	rec := s.st.jobs[c.Job]
-	ok := rec != nil && s.st.onNode[r.PathValue("name")][c.Job]
-	s.st.mu.RUnlock()
+	look := func() (*jobRec, bool) {
+		s.st.mu.RLock()
+		defer s.st.mu.RUnlock()
+		rec := s.st.jobs[c.Job]
+		return rec, rec != nil && s.st.onNode[r.PathValue("name")][c.Job]
+	}
+	rec, ok := look()
+	if !ok {
+		if err := s.fresh(r.Context()); err != nil {
+			return err
+		}
+		rec, ok = look()
+	}
 	if rec == nil {
 		return errNotFound("job " + c.Job)
 	}
