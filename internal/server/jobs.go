@@ -203,6 +203,15 @@ func (s *Server) visibleJob(r *http.Request, id string) (*api.Job, int64, error)
 	s.st.mu.RLock()
 	rec := s.st.jobs[id]
 	s.st.mu.RUnlock()
+	if rec == nil {
+		// Submitted through another replica a moment ago?
+		if err := s.fresh(r.Context()); err != nil {
+			return nil, 0, err
+		}
+		s.st.mu.RLock()
+		rec = s.st.jobs[id]
+		s.st.mu.RUnlock()
+	}
 	if rec == nil || !principalOf(r).canSeeTenant(rec.job.Metadata.Tenant) {
 		return nil, 0, errNotFound("job " + id)
 	}
