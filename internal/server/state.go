@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +34,9 @@ type state struct {
 	reports map[string]map[string]*api.NodeReport // job -> node -> report
 	onNode  map[string]map[string]bool            // node -> running job IDs
 	boot    string
+	// nodesGen moves when a node is added or deleted or its inventory
+	// changes: the served fabric is rebuilt then.
+	nodesGen uint64
 
 	// What changed since the leader last looked.
 	dirtyJobs   map[string]bool
@@ -241,6 +246,7 @@ func (st *state) apply(e store.Event, d decoded) {
 	case "jobs":
 		st.applyJob(name, e, d)
 	case "nodes":
+		old := st.nodes[name]
 		var n *api.Node
 		if e.Deleted {
 			delete(st.nodes, name)
@@ -248,17 +254,30 @@ func (st *state) apply(e store.Event, d decoded) {
 			n.Metadata.ResourceVersion = e.KV.ModRev
 			st.nodes[name] = &nodeRec{node: n, modRev: e.KV.ModRev}
 		}
+		// The fabric served by GET /v1/fabric changes when a node comes,
+		// goes, or comes back with other hardware.
+		if (old == nil) != (st.nodes[name] == nil) || old != nil && n != nil && !reflect.DeepEqual(old.node.Status.Inventory, n.Status.Inventory) {
+			st.nodesGen++
+		}
 		st.dirtyNodes[name] = true
-		st.notifyNode(name, n, e.Deleted)
+		if e.Deleted || n != nil {
+			st.notifyNode(name, e.Deleted)
+		}
 		// The node's address is MASTER_ADDR for jobs with rank 0 there.
 		st.signalNode(name)
 	case "alive":
+		_, was := st.alive[name]
 		if e.Deleted {
 			delete(st.alive, name)
 		} else {
 			st.alive[name] = e.KV.Lease
 		}
 		st.dirtyNodes[name] = true
+		// The phase shown (Ready, Down) is the lease's: watchers must see
+		// it move.
+		if was == e.Deleted && st.nodes[name] != nil {
+			st.notifyNode(name, false)
+		}
 	case "reports":
 		job, node, _ := strings.Cut(name, "/")
 		if e.Deleted {
@@ -327,6 +346,44 @@ func (st *state) applyJob(id string, e store.Event, d decoded) {
 	}
 	st.dirtyJobs[id] = true
 	st.notifyJob(id, old, rec, e.Deleted)
+	st.notifyAllocation(old, rec)
+}
+
+// notifyAllocation tells node watchers of every node whose allocated GPUs
+// moved because a job started, ended or moved. A job update that keeps its
+// placement sends nothing.
+func (st *state) notifyAllocation(old, rec *jobRec) {
+	if len(st.subs) == 0 {
+		return
+	}
+	var before, after []api.NodeGPUs
+	if old != nil {
+		before = old.nodes
+	}
+	if rec != nil {
+		after = rec.nodes
+	}
+	if slices.Equal(before, after) {
+		return
+	}
+	was := make(map[string]uint64, len(before))
+	for _, n := range before {
+		was[n.Node] |= n.GPUs
+	}
+	now := make(map[string]uint64, len(after))
+	for _, n := range after {
+		now[n.Node] |= n.GPUs
+	}
+	for name, g := range was {
+		if now[name] != g && st.nodes[name] != nil {
+			st.notifyNode(name, false)
+		}
+	}
+	for name, g := range now {
+		if _, ok := was[name]; !ok && g != 0 && st.nodes[name] != nil {
+			st.notifyNode(name, false)
+		}
+	}
 }
 
 // Subscriptions.
@@ -389,15 +446,17 @@ func (st *state) notifyJob(id string, old, rec *jobRec, deleted bool) {
 	}
 }
 
-func (st *state) notifyNode(name string, n *api.Node, deleted bool) {
+// notifyNode sends watchers the node as the API shows it (phase from the
+// lease, GPUs allocated from the running jobs). Caller holds mu.
+func (st *state) notifyNode(name string, deleted bool) {
 	if len(st.subs) == 0 {
 		return
 	}
 	typ := "MODIFIED"
+	var n *api.Node
 	if deleted {
 		typ, n = "DELETED", &api.Node{Metadata: api.ObjectMeta{Name: name}}
-	}
-	if n == nil {
+	} else if n = st.nodeView(name, nil); n == nil {
 		return
 	}
 	for s := range st.subs {
