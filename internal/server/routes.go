@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"gpucloud/internal/api"
+	"gpucloud/internal/topology"
 )
 
 // routeTable lists every endpoint of /v1. The OpenAPI document is made
@@ -15,6 +16,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/openapi.json", access: accessPublic, summary: "This API as OpenAPI 3", handler: s.openapi},
 		{method: "GET", path: "/v1/whoami", access: accessAny, summary: "The caller's role and tenant", resp: Whoami{}, handler: s.whoami},
 		{method: "GET", path: "/v1/cluster", access: accessAny, summary: "Leader, fabric and capacity", resp: ClusterInfo{}, handler: s.cluster},
+		{method: "GET", path: "/v1/fabric", access: accessUser, summary: "The fabric the scheduler places on (topology.Document), with registered nodes it does not list under leaf \"local\"", resp: topology.Document{}, handler: s.getFabric},
 
 		{method: "GET", path: "/v1/tenants", access: accessUser, summary: "List tenants (a tenant sees itself)", resp: api.List[api.Tenant]{}, handler: s.listTenants},
 		{method: "POST", path: "/v1/tenants", access: accessAdmin, summary: "Create a tenant", req: api.Tenant{}, resp: api.Tenant{}, handler: s.createTenant},

@@ -126,6 +126,8 @@ type Server struct {
 	// lastWrite is the revision of this replica's latest write: lists wait
 	// for the state to reach it (read your own writes).
 	lastWrite atomic.Int64
+	// fabricDoc caches GET /v1/fabric.
+	fabricDoc fabricCache
 
 	mu      sync.Mutex
 	started bool
