@@ -101,9 +101,9 @@ func startControlPlane(t *testing.T, fab *topology.Fabric) (*server.Server, stri
 	return s, strings.TrimSpace(string(tok))
 }
 
-// dashboardMux serves the API and the dashboard from one origin, as the
-// server will once it mounts Handler at "/". Until the server has GET
-// /v1/fabric, the test serves the fabric document itself.
+// dashboardMux serves the API and the dashboard from one origin, as
+// `gpucloud server` and `gpucloud up` do. The fabric the page draws comes
+// from the server's GET /v1/fabric, which must list fab's nodes.
 func dashboardMux(t *testing.T, s *server.Server, token string, fab *topology.Fabric) http.Handler {
 	t.Helper()
 	apiH := s.Handler()
@@ -115,16 +115,18 @@ func dashboardMux(t *testing.T, s *server.Server, token string, fab *topology.Fa
 	probe.Header.Set("Authorization", "Bearer "+token)
 	rec := httptest.NewRecorder()
 	apiH.ServeHTTP(rec, probe)
-	if rec.Code == http.StatusNotFound && strings.Contains(rec.Body.String(), "no such route") {
-		t.Log("the server has no GET /v1/fabric yet: the test serves the fabric document")
-		doc, err := json.Marshal(fab.Document())
-		if err != nil {
-			t.Fatal(err)
+	var doc topology.Document
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &doc) != nil {
+		t.Fatalf("GET /v1/fabric: %d %s", rec.Code, rec.Body.Bytes())
+	}
+	served, _, err := topology.Parse("GET /v1/fabric", rec.Body.Bytes(), topology.FormatNative)
+	if err != nil {
+		t.Fatalf("GET /v1/fabric: %v", err)
+	}
+	for _, n := range fab.Nodes {
+		if _, ok := served.NodeByName(n.Name); !ok {
+			t.Fatalf("GET /v1/fabric lacks node %s", n.Name)
 		}
-		mux.HandleFunc("GET /v1/fabric", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			w.Write(doc)
-		})
 	}
 	mux.Handle("/", Handler())
 	return mux
