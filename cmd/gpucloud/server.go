@@ -84,11 +84,14 @@ hang from a leaf named "local".`,
 			}
 			cfg.TxnOps = txnOps
 			cfg.Logger = log
+			if dashboardHandler != nil { // linked in by up_web.go
+				cfg.Dashboard = dashboardHandler()
+			}
 			s, err := server.New(cfg)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
+			ctx, cancel := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer cancel()
 			return s.Run(ctx)
 		},

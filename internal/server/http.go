@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -62,6 +63,12 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/debug/pprof/trace", s.adminOnly(http.HandlerFunc(pprof.Trace)))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The dashboard has every path the API does not: /v1/... stays
+		// the API's, with JSON errors.
+		if s.cfg.Dashboard != nil && !strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1" {
+			s.cfg.Dashboard.ServeHTTP(w, r)
+			return
+		}
 		writeError(w, &httpError{code: http.StatusNotFound, msg: "no such route: " + r.Method + " " + r.URL.Path})
 	})
 	return mux

@@ -50,6 +50,11 @@ type Config struct {
 
 	TLSCert, TLSKey string
 
+	// Dashboard, when set, serves every path the API does not own
+	// (/v1/..., /healthz, /readyz, /metrics): the web UI on the API's
+	// origin, behind the same TLS.
+	Dashboard http.Handler
+
 	// NodeLeaseTTL: a node whose agent sends no heartbeat for this long is
 	// Down (default 30s); HeartbeatInterval is what agents are told
 	// (default 10s).
