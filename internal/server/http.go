@@ -57,6 +57,8 @@ func (s *Server) routes() http.Handler {
 		mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
 	}
 	mux.Handle("GET /metrics", s.metrics.handler())
+	// Deployment traffic: every method, authenticated, no body limit.
+	mux.Handle("/v1/deployments/{name}/", s.deploy.traffic())
 	if s.cfg.Pprof {
 		mux.Handle("/debug/pprof/", s.adminOnly(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/profile", s.adminOnly(http.HandlerFunc(pprof.Profile)))

@@ -59,6 +59,7 @@ func (s *Server) campaign(ctx context.Context) {
 		s.isLeader.Store(true)
 		l := &leader{s: s, log: s.log.With("role", "leader"),
 			fence: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev())}
+		go s.deploy.lead(lctx)
 		l.run(lctx)
 		s.isLeader.Store(false)
 		cancel()

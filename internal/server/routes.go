@@ -10,7 +10,7 @@ import (
 // routeTable lists every endpoint of /v1. The OpenAPI document is made
 // from it, so the two cannot drift.
 func (s *Server) routeTable() []route {
-	return []route{
+	return append([]route{
 		{method: "GET", path: "/healthz", access: accessPublic, summary: "Liveness", resp: api.Status{}, handler: s.healthz},
 		{method: "GET", path: "/readyz", access: accessPublic, summary: "Readiness: the state is in step with etcd", resp: ClusterInfo{}, handler: s.readyz},
 		{method: "GET", path: "/v1/openapi.json", access: accessPublic, summary: "This API as OpenAPI 3", handler: s.openapi},
@@ -58,7 +58,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/events", access: accessUser, summary: "Recent events (?kind=&name=)", resp: api.List[api.Event]{}, handler: s.listEvents},
 		{method: "GET", path: "/v1/watch/jobs", access: accessUser, summary: "Stream of job changes (server-sent events)", resp: api.WatchEvent[api.Job]{}, handler: s.watchJobs, stream: true},
 		{method: "GET", path: "/v1/watch/nodes", access: accessUser, summary: "Stream of node changes (server-sent events)", resp: api.WatchEvent[api.Node]{}, handler: s.watchNodes, stream: true},
-	}
+	}, s.deploymentRoutes()...)
 }
 
 // Whoami says who the caller is.

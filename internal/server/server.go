@@ -133,6 +133,8 @@ type Server struct {
 	lastWrite atomic.Int64
 	// fabricDoc caches GET /v1/fabric.
 	fabricDoc fabricCache
+	// deploy runs inference deployments (deployments.go).
+	deploy *deployments
 
 	mu      sync.Mutex
 	started bool
@@ -149,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, st: newState(cfg.Logger), ready: make(chan struct{})}
 	s.metrics = newMetrics(s)
+	s.deploy = newDeployments(s)
 	s.renew = newRenewer(s)
 	s.handler = s.routes()
 	return s, nil

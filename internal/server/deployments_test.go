@@ -1,0 +1,212 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"gpucloud/internal/api"
+	"gpucloud/internal/client"
+	"gpucloud/internal/serving"
+)
+
+const chatYAML = `apiVersion: gpucloud/v1
+kind: Deployment
+metadata: {name: chat}
+spec:
+  queue: serving
+  gpusPerReplica: 1
+  command: ["python3", "-m", "http.server", "$PORT"]
+  replicas: {min: 1, max: 8}
+  readiness: {path: /health}
+  autoscale: {targetInflight: 4}
+  priority: high
+`
+
+func putServingQueue(t *testing.T, ts *testServer, quota int) {
+	t.Helper()
+	if _, err := ts.admin.PutQueue(context.Background(), &api.Queue{Metadata: api.ObjectMeta{Name: "serving"}, Spec: api.QueueSpec{Quota: quota}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func apiCode(err error) int {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+func TestDeploymentAPI(t *testing.T) {
+	ts := startServer(t, nil)
+	putServingQueue(t, ts, 4)
+	ctx := context.Background()
+	alice, bob := ts.tenant(t, "alice"), ts.tenant(t, "bob")
+
+	// Validation names the field; nothing is stored.
+	bad := strings.Replace(chatYAML, "min: 1", "min: -1", 1)
+	err := alice.Do(ctx, "POST", "/v1/deployments", []byte(bad), nil)
+	if apiCode(err) != 400 || !strings.Contains(err.Error(), "spec.replicas.min") {
+		t.Fatalf("bad deployment: %v", err)
+	}
+	err = alice.Do(ctx, "POST", "/v1/deployments", []byte(strings.Replace(chatYAML, "queue: serving", "queue: nope", 1)), nil)
+	if apiCode(err) != 400 || !strings.Contains(err.Error(), "spec.queue") {
+		t.Fatalf("unknown queue: %v", err)
+	}
+
+	var d api.Deployment
+	if err := alice.Do(ctx, "POST", "/v1/deployments", []byte(chatYAML), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Metadata.Tenant != "alice" || d.Spec.Priority != 1000 || d.Metadata.ResourceVersion == 0 {
+		t.Fatalf("created: %+v", d.Metadata)
+	}
+	// Names are global: the router's path.
+	if err := bob.Do(ctx, "POST", "/v1/deployments", []byte(chatYAML), nil); apiCode(err) != 409 {
+		t.Fatalf("second deployment of the same name: want 409, got %v", err)
+	}
+	// Tenant isolation: bob neither sees nor changes alice's deployment.
+	if err := bob.Do(ctx, "GET", "/v1/deployments/chat", nil, nil); apiCode(err) != 404 {
+		t.Fatalf("bob GET: want 404, got %v", err)
+	}
+	if err := bob.Do(ctx, "DELETE", "/v1/deployments/chat", nil, nil); apiCode(err) != 404 {
+		t.Fatalf("bob DELETE: want 404, got %v", err)
+	}
+	if err := bob.Do(ctx, "PUT", "/v1/deployments/chat", []byte(chatYAML), nil); apiCode(err) != 409 {
+		t.Fatalf("bob PUT: want 409, got %v", err)
+	}
+	var bl api.List[api.Deployment]
+	if err := bob.Do(ctx, "GET", "/v1/deployments", nil, &bl); err != nil || len(bl.Items) != 0 {
+		t.Fatalf("bob's list: %v %+v", err, bl.Items)
+	}
+	req, _ := http.NewRequest("GET", ts.url+"/v1/deployments/chat/health", nil)
+	req.Header.Set("Authorization", "Bearer "+bobToken(t, ts, "bob2"))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("bob's traffic to alice's deployment: want 404, got %v %v", resp, err)
+	}
+	if code, _ := raw(t, "GET", ts.url+"/v1/deployments/chat/health", "", "", nil); code != 401 {
+		t.Fatalf("traffic without a token: want 401, got %d", code)
+	}
+
+	// The leader runs it: a replica job of one gang, high priority, on
+	// the serving queue, with PORT in env and command.
+	var jobs []api.Job
+	waitFor(t, 10*time.Second, "a replica job", func() bool {
+		var l api.List[api.Job]
+		if err := alice.Do(ctx, "GET", "/v1/jobs", nil, &l); err != nil {
+			return false
+		}
+		jobs = l.Items
+		return len(jobs) == 1
+	})
+	j := jobs[0]
+	port := j.Spec.Env["PORT"]
+	if j.Metadata.Labels[serving.LabelDeployment] != "chat" || j.Spec.Queue != "serving" || j.Spec.Priority != 1000 ||
+		j.Spec.Replicas != 1 || j.Spec.GPUsPerReplica != 1 || port == "" || j.Spec.Command[3] != port || j.Spec.RestartPolicy.MaxRestarts != 0 {
+		t.Fatalf("replica job: %+v", j)
+	}
+	var got api.Deployment
+	waitFor(t, 10*time.Second, "status", func() bool {
+		return alice.Do(ctx, "GET", "/v1/deployments/chat", nil, &got) == nil && got.Status.Desired == 1 && got.Status.Revision != ""
+	})
+
+	// A spec change is a new revision; a same-spec PUT writes nothing.
+	upd := strings.Replace(chatYAML, "priority: high", "priority: high\n  env: {MODEL: b}", 1)
+	var u api.Deployment
+	if err := alice.Do(ctx, "PUT", "/v1/deployments/chat", []byte(upd), &u); err != nil {
+		t.Fatal(err)
+	}
+	var u2 api.Deployment
+	if err := alice.Do(ctx, "PUT", "/v1/deployments/chat", []byte(upd), &u2); err != nil {
+		t.Fatal(err)
+	}
+	if u2.Metadata.ResourceVersion > u.Metadata.ResourceVersion+20 || u.Spec.Env["MODEL"] != "b" {
+		t.Fatalf("update: %+v", u.Spec)
+	}
+	waitFor(t, 10*time.Second, "a replica of the new revision", func() bool {
+		var l api.List[api.Job]
+		alice.Do(ctx, "GET", "/v1/jobs", nil, &l)
+		for _, j := range l.Items {
+			if j.Spec.Env["MODEL"] == "b" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// Delete: the replicas go (not ready ones at once), their jobs too.
+	if err := alice.Do(ctx, "DELETE", "/v1/deployments/chat", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the replica jobs to go", func() bool {
+		var l api.List[api.Job]
+		return alice.Do(ctx, "GET", "/v1/jobs", nil, &l) == nil && len(l.Items) == 0
+	})
+	if err := alice.Do(ctx, "GET", "/v1/deployments/chat", nil, nil); apiCode(err) != 404 {
+		t.Fatalf("GET after delete: %v", err)
+	}
+	// The name is free again, for anyone.
+	if err := bob.Do(ctx, "POST", "/v1/deployments", []byte(chatYAML), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The routes are in the OpenAPI document.
+	_, doc := raw(t, "GET", ts.url+"/v1/openapi.json", "", "", nil)
+	if !strings.Contains(string(doc), `"/v1/deployments/{name}"`) {
+		t.Error("OpenAPI lacks /v1/deployments/{name}")
+	}
+}
+
+func bobToken(t *testing.T, ts *testServer, name string) string {
+	t.Helper()
+	tok, err := ts.admin.CreateToken(context.Background(), api.TokenRequest{Name: name, Role: api.RoleTenant, Tenant: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
+}
+
+// A follower does not route: 503 with Retry-After, so clients and load
+// balancers go to the leader.
+func TestDeploymentTrafficOnFollower(t *testing.T) {
+	ts := startServer(t, nil)
+	putServingQueue(t, ts, 4)
+	if err := ts.admin.Do(context.Background(), "POST", "/v1/deployments", []byte(chatYAML), nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Listen: "127.0.0.1:0", Store: ts.Store(), Logger: quietLogger(), CycleInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-f.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	if f.IsLeader() {
+		t.Fatal("the second replica leads")
+	}
+	req, _ := http.NewRequest("POST", "http://"+f.Addr()+"/v1/deployments/chat/v1/completions", strings.NewReader("{}"))
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("follower: want 503 with Retry-After, got %d %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// The follower serves the API, status included (written by the leader).
+	fc := client.New([]string{"http://" + f.Addr()}, ts.token, client.Options{})
+	var d api.Deployment
+	waitFor(t, 10*time.Second, "status through the follower", func() bool {
+		return fc.Do(context.Background(), "GET", "/v1/deployments/chat", nil, &d) == nil && d.Status.Desired == 1
+	})
+}
