@@ -185,9 +185,11 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {
 	if hash == "" {
 		return errNotFound("token " + id)
 	}
-	if err := s.store.Delete(r.Context(), store.TokensKey+hash, false); err != nil {
+	rev, err := s.store.Txn(r.Context(), nil, []clientv3.Op{clientv3.OpDelete(store.TokensKey + hash)})
+	if err != nil {
 		return err
 	}
+	s.wrote(rev)
 	return writeJSON(w, 200, api.Status{Message: "token " + id + " revoked"})
 }
 

@@ -161,9 +161,11 @@ func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) error {
 	if busy > 0 {
 		return errConflict("node %s runs %d jobs: drain it first", name, busy)
 	}
-	if _, err := s.store.Txn(r.Context(), nil, []clientv3.Op{clientv3.OpDelete(store.NodesKey + name), clientv3.OpDelete(store.AliveKey + name)}); err != nil {
+	rev, err := s.store.Txn(r.Context(), nil, []clientv3.Op{clientv3.OpDelete(store.NodesKey + name), clientv3.OpDelete(store.AliveKey + name)})
+	if err != nil {
 		return err
 	}
+	s.wrote(rev)
 	return writeJSON(w, 200, api.Status{Message: "node " + name + " deleted"})
 }
 

@@ -318,10 +318,24 @@ func cleanup(c *client.Client, o Options, r *Result, ids, nodes []string) {
 			if _, err := c.Cancel(ctx, id); err != nil && !client.IsCode(err, 409) {
 				return err
 			}
-			// The leader frees the job's GPUs; deletion needs the
-			// cancellation to have landed, which it has.
 			return c.DeleteJob(ctx, id)
 		}
+	}
+	close(work)
+	wg.Wait()
+	// Nodes after every job is gone: a node that runs a job is not
+	// deleted.
+	work = make(chan func() error)
+	for w := 0; w < o.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				if err := f(); err != nil {
+					errs.Add(1)
+				}
+			}
+		}()
 	}
 	for _, n := range nodes {
 		work <- func() error { return c.Do(ctx, "DELETE", "/v1/nodes/"+n, nil, nil) }
