@@ -11,6 +11,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -320,10 +321,18 @@ func (a *Agent) watch(ctx context.Context) {
 	}
 }
 
-// hosts are the hostfile's lines for an assignment. The assignment does
-// not list the gang's other nodes yet, so only a one-node gang gets a
-// hostfile: this node, with a slot per GPU it has in the job.
+// hosts are the hostfile's lines for an assignment: the gang's nodes as
+// the server lists them, each with a slot per GPU it has in the job. From
+// a server that does not list them, only a one-node gang gets a hostfile:
+// this node.
 func (a *Agent) hosts(as api.Assignment) []launch.Host {
+	if len(as.Hosts) > 0 {
+		out := make([]launch.Host, len(as.Hosts))
+		for i, h := range as.Hosts {
+			out[i] = launch.Host{Name: cmp.Or(h.Address, h.Node), Slots: h.Slots}
+		}
+		return out
+	}
 	if as.Nodes != 1 {
 		return nil
 	}

@@ -130,6 +130,16 @@ type Assignment struct {
 	WorkingDir string            `json:"workingDir,omitempty"`
 	MasterAddr string            `json:"masterAddr"`
 	MasterPort int               `json:"masterPort"`
+	// Hosts are the gang's nodes in node-rank order (Hosts[NodeRank] is
+	// this node): what the hostfiles of DeepSpeed and MPI list.
+	Hosts []AssignmentHost `json:"hosts,omitempty"`
+}
+
+// AssignmentHost is one node of a gang.
+type AssignmentHost struct {
+	Node    string `json:"node"`
+	Address string `json:"address"` // how the other nodes reach it
+	Slots   int    `json:"slots"`   // the gang's GPUs on it
 }
 
 // Process is one rank to start.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math/bits"
 	"reflect"
 	"slices"
 	"sort"
@@ -499,6 +500,18 @@ func (st *state) assignments(node string) api.AssignmentSet {
 				master = n.node.Status.Address
 			}
 			rec.assign = api.BuildAssignments(rec.job, rec.nodes, master)
+			// One hosts list, shared by every node's assignment.
+			hosts := make([]api.AssignmentHost, len(rec.nodes))
+			for i, ng := range rec.nodes {
+				h := api.AssignmentHost{Node: ng.Node, Address: ng.Node, Slots: bits.OnesCount64(ng.GPUs)}
+				if n := st.nodes[ng.Node]; n != nil && n.node.Status.Address != "" {
+					h.Address = n.node.Status.Address
+				}
+				hosts[i] = h
+			}
+			for i := range rec.assign {
+				rec.assign[i].Hosts = hosts
+			}
 			rec.index = make(map[string]int, len(rec.nodes))
 			for i, n := range rec.nodes {
 				rec.index[n.Node] = i

@@ -463,7 +463,7 @@ func TestNewGenerationWaitsForTheOld(t *testing.T) {
 	if err := l.Sync([]Spec{g1}); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, filepath.Join(dir, "checkpoints", "job-n", "log"), "gen 1")
+	waitLog(t, filepath.Join(dir, "checkpoints", "job-n", "log"), "gen 0")
 	g2 := spec("job-n", 2, ckpt+"echo done")
 	if err := l.Sync([]Spec{g2}); err != nil {
 		t.Fatal(err)
@@ -478,7 +478,7 @@ func TestNewGenerationWaitsForTheOld(t *testing.T) {
 		t.Errorf("old generation reason %q", old[0].Reason)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "checkpoints", "job-n", "log"))
-	if string(b) != "gen 1\ngen 2\n" {
+	if string(b) != "gen 0\ngen 1\n" { // restart counts of generations 1 and 2
 		t.Errorf("checkpoint dir not kept across generations: %q", b)
 	}
 }

@@ -26,8 +26,10 @@ import (
 // assignment and what the agent adds to it.
 type Spec struct {
 	api.Assignment
-	// Hosts are the gang's nodes in node-rank order, for the hostfiles. Empty
-	// when unknown: GPUCLOUD_HOSTFILE is then not set.
+	// Hosts are the gang's nodes in node-rank order, for the hostfiles
+	// (made by the agent from the assignment's own Hosts, which this
+	// field shadows). Empty when unknown: GPUCLOUD_HOSTFILE is then not
+	// set.
 	Hosts []Host `json:"hosts,omitempty"`
 }
 
@@ -122,9 +124,12 @@ func rankEnv(base []string, node map[string]string, s *Spec, p api.Process, path
 	}
 	env[EnvJobID] = s.Job
 	env[EnvCheckpointDir] = paths.checkpoint
-	env[EnvRestartCount] = strconv.Itoa(s.Generation)
+	// Generations count the gang's starts from 1; the restart count is 0
+	// on the first run.
+	restarts := strconv.Itoa(max(s.Generation-1, 0))
+	env[EnvRestartCount] = restarts
 	env[EnvNodeName] = nodeName
-	env[envTorchRestarts] = strconv.Itoa(s.Generation)
+	env[envTorchRestarts] = restarts
 	env[envTorchRunID] = s.Job
 	env[envGroupRank] = strconv.Itoa(s.NodeRank)
 	env[envGroupWorldSize] = strconv.Itoa(s.Nodes)
