@@ -81,8 +81,59 @@ func schedQueues(qs []*api.Queue, total int) ([]sched.Queue, string) {
 		}
 		out = append(out, sq)
 	}
+	if fitChildren(out) && warn == "" {
+		warn = "child queues' quotas add up to more than their parent's (scaled to fit the fabric): scaled down to fit"
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, warn
+}
+
+// fitChildren scales each family's guarantees down, from the top of the
+// tree, until the children of every queue add up to no more than its own
+// guarantee: the top-level ones were scaled to the fabric (or the
+// remainder), and their children must follow by the same factor, or the
+// scheduler refuses the tree. It reports whether it scaled anything.
+func fitChildren(qs []sched.Queue) bool {
+	idx := make(map[string]int, len(qs))
+	kids := map[string][]int{}
+	for i, q := range qs {
+		idx[q.Name] = i
+	}
+	var roots []int
+	for i, q := range qs {
+		if _, ok := idx[q.Parent]; q.Parent == "" || !ok {
+			roots = append(roots, i) // an unknown parent: the scheduler says so
+		} else {
+			kids[q.Parent] = append(kids[q.Parent], i)
+		}
+	}
+	scaled := false
+	seen := make([]bool, len(qs))
+	var fit func(i int)
+	fit = func(i int) {
+		if seen[i] { // a cycle: the scheduler says so
+			return
+		}
+		seen[i] = true
+		sum := 0
+		for _, c := range kids[qs[i].Name] {
+			sum += qs[c].Guaranteed
+		}
+		if sum > qs[i].Guaranteed {
+			scale := float64(qs[i].Guaranteed) / float64(sum)
+			for _, c := range kids[qs[i].Name] {
+				qs[c].Guaranteed = int(float64(qs[c].Guaranteed) * scale)
+			}
+			scaled = true
+		}
+		for _, c := range kids[qs[i].Name] {
+			fit(c)
+		}
+	}
+	for _, r := range roots {
+		fit(r)
+	}
+	return scaled
 }
 
 func schedQueue(q *api.Queue) sched.Queue {
