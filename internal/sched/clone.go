@@ -12,6 +12,7 @@ func (s *Scheduler) Clone() *Scheduler {
 		qt:       &queueTree{byName: map[string]*queue{}},
 		jobs:     make(map[string]*job, len(s.jobs)),
 		nodeJobs: make([][]*job, len(s.nodeJobs)),
+		out:      append([]uint8(nil), s.out...),
 		shrunk:   map[*job]struct{}{},
 		rejects:  append([]Decision(nil), s.rejects...),
 		now:      s.now,

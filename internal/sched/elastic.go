@@ -19,10 +19,10 @@ func (s *Scheduler) NodeDown(n topology.NodeID, now time.Time) []Decision {
 		return nil
 	}
 	s.advance(now)
-	if s.v.st.Cordoned(n) {
+	if s.out[n]&outDown != 0 {
 		return nil
 	}
-	s.v.cordon(n, true)
+	s.setOut(n, outDown, true)
 	js := slices.Clone(s.nodeJobs[n])
 	slices.SortFunc(js, func(a, b *job) int { return cmp.Compare(a.spec.ID, b.spec.ID) })
 	reason := fmt.Sprintf("node %s down", s.t.f.Nodes[n].Name)
@@ -47,7 +47,36 @@ func (s *Scheduler) NodeUp(n topology.NodeID, now time.Time) {
 		return
 	}
 	s.advance(now)
-	s.v.cordon(n, false)
+	s.setOut(n, outDown, false)
+}
+
+// Cordon takes node n out of placement (on) or puts it back, leaving the
+// gangs running on it alone: an operator's cordon, or the first step of a
+// drain. A node that is also down stays out until NodeUp.
+func (s *Scheduler) Cordon(n topology.NodeID, on bool) {
+	if n < 0 || int(n) >= len(s.t.f.Nodes) {
+		return
+	}
+	s.setOut(n, outCordoned, on)
+}
+
+const (
+	outDown uint8 = 1 << iota
+	outCordoned
+)
+
+// setOut sets or clears one reason for node n to be out of service and
+// cordons the view while any reason holds.
+func (s *Scheduler) setOut(n topology.NodeID, reason uint8, on bool) {
+	was := s.out[n] != 0
+	if on {
+		s.out[n] |= reason
+	} else {
+		s.out[n] &^= reason
+	}
+	if is := s.out[n] != 0; is != was {
+		s.v.cordon(n, is)
+	}
 }
 
 // withoutNode is j's placement minus every tensor-parallel group with a

@@ -82,7 +82,7 @@ func (s *Scheduler) reason(j *job) string {
 				down++
 			}
 		}
-		return fmt.Sprintf("%s; it would not fit even if every running job ended (%d nodes down)", s.formatMiss(j, w.ms), down)
+		return fmt.Sprintf("%s; it would not fit even if every running job ended (%d nodes down or cordoned)", s.formatMiss(j, w.ms), down)
 	case wBackoff:
 		return fmt.Sprintf("preempted at %s, it may preempt others again from %s", w.t.UTC().Format(time.RFC3339),
 			w.t.Add(s.cfg.PreemptBackoff).UTC().Format(time.RFC3339))

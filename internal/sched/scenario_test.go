@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"gpucloud/internal/topology"
 )
 
@@ -291,7 +293,7 @@ func TestPeerFailureModes(t *testing.T) {
 		steps: []step{
 			{down: []string{"n01", "n03"}, submit: []Job{jb("doomed").gang(2, 8).prio(100).required(topology.LevelLeaf).obj(), jb("s1").gang(1, 8).at(1).obj()},
 				want:    []dec{place("s1", 1, "n02:0-7")},
-				reasons: map[string]string{"doomed": "it would not fit even if every running job ended (2 nodes down)"}},
+				reasons: map[string]string{"doomed": "it would not fit even if every running job ended (2 nodes down or cordoned)"}},
 			{at: 10 * min_, finish: []string{"s0"}, submit: []Job{jb("s2").gang(1, 8).at(2).obj()}, want: []dec{place("s2", 1, "n00:0-7")}},
 			{at: 20 * min_, finish: []string{"s1"}, submit: []Job{jb("s3").gang(1, 8).at(3).obj()}, want: []dec{place("s3", 1, "n02:0-7")}},
 			{at: 30 * min_, up: []string{"n01"}, want: []dec{preempt("s2", "doomed"), place("doomed", 2, "n00:0-7 n01:0-7")}},
@@ -352,3 +354,60 @@ func spreadPlaced(n int) []dec {
 
 func nodeName(i int) string { return "n" + string(rune('0'+i/10)) + string(rune('0'+i%10)) }
 func itoa(i int) string     { return string(rune('0' + i)) }
+
+// TestCordonKeepsRunningGangs checks that an operator's cordon stops new
+// placements on a node without touching the gang running there, that a
+// cordoned node that then fails still requeues its gang, and that NodeUp
+// does not lift the cordon.
+func TestCordonKeepsRunningGangs(t *testing.T) {
+	f, err := topology.Generate("ndv5", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(f, DefaultConfig())
+	now := time.Unix(1000, 0)
+	if err := s.Submit(Job{ID: "a", Queue: "default", Replicas: 1, GPUsPerReplica: 8, Submitted: now}); err != nil {
+		t.Fatal(err)
+	}
+	ds := s.Schedule(now)
+	if len(ds) != 1 || ds[0].Kind != Place {
+		t.Fatalf("first placement: %+v", ds)
+	}
+	n := ds[0].Placement.Nodes[0].Node
+	other := 1 - n
+	s.Cordon(n, true)
+	s.Cordon(other, true)
+	if err := s.Submit(Job{ID: "b", Queue: "default", Replicas: 1, GPUsPerReplica: 1, Submitted: now}); err != nil {
+		t.Fatal(err)
+	}
+	if ds := s.Schedule(now.Add(time.Second)); len(ds) != 0 {
+		t.Fatalf("placed on cordoned nodes: %+v", ds)
+	}
+	if got := s.State().FreeGPUs(other); got != 0 {
+		t.Errorf("a cordoned node offers %d GPUs", got)
+	}
+	// The running gang is untouched by the cordon, and goes when the node fails.
+	ds = s.NodeDown(n, now.Add(2*time.Second))
+	if d := cmp.Diff([]Decision{{Kind: Requeue, Job: "a", Reason: "node " + f.Nodes[n].Name + " down"}}, ds); d != "" {
+		t.Errorf("NodeDown of a cordoned node (-want +got):\n%s", d)
+	}
+	s.NodeUp(n, now.Add(3*time.Second))
+	if ds := s.Schedule(now.Add(4 * time.Second)); len(ds) != 0 {
+		t.Fatalf("NodeUp lifted the cordon: %+v", ds)
+	}
+	s.Cordon(other, false)
+	// Only the uncordoned 8-GPU node is in service: the requeued gang (first
+	// in line) takes it and the 1-GPU job waits for room.
+	ds = s.Schedule(now.Add(5 * time.Second))
+	if len(ds) != 1 || ds[0].Job != "a" {
+		t.Fatalf("after uncordon want gang a placed, got %+v", ds)
+	}
+	for _, d := range ds {
+		if d.Kind != Place || d.Placement.Nodes[0].Node != other {
+			t.Errorf("placed %s on %v, want the uncordoned node", d.Job, d.Placement.Nodes)
+		}
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,8 +27,13 @@ type Scheduler struct {
 	pend     []*job
 	run      []*job
 	nodeJobs [][]*job
-	shrunk   map[*job]struct{} // elastic jobs running below their full size
-	rejects  []Decision        // pending jobs that became impossible, reported by the next Schedule
+	// out says why a node takes no new work: outDown (failed) and/or
+	// outCordoned (an operator's cordon). The view is cordoned while any
+	// reason holds, so a cordoned node that then fails still takes its gangs
+	// down, and a repaired node stays out while it is cordoned.
+	out     []uint8
+	shrunk  map[*job]struct{} // elastic jobs running below their full size
+	rejects []Decision        // pending jobs that became impossible, reported by the next Schedule
 
 	now time.Time
 	esc *evictScratch // working memory of preemption searches, empty between calls
@@ -48,6 +53,7 @@ func New(f *topology.Fabric, cfg Config) *Scheduler {
 		pl:       newPlacer(t, cfg.Spread),
 		jobs:     map[string]*job{},
 		nodeJobs: make([][]*job, len(f.Nodes)),
+		out:      make([]uint8, len(f.Nodes)),
 		shrunk:   map[*job]struct{}{},
 	}
 	s.qt, _ = buildQueues(nil, f.NumGPUs(), len(t.models))
@@ -257,7 +263,19 @@ func (s *Scheduler) Restore(spec Job, p Placement, started time.Time) error {
 	s.jobs[j.spec.ID] = j
 	j.restored = true
 	j.state = stateRunning // not pending: place must not take it off the pending list
+	// A cordoned node keeps the gangs it had: take its GPUs with the cordon
+	// lifted for the moment, then put it back.
+	var held []topology.NodeID
+	for _, a := range pl.Nodes {
+		if s.out[a.Node] != 0 {
+			s.v.cordon(a.Node, false)
+			held = append(held, a.Node)
+		}
+	}
 	s.place(j, pl, started)
+	for _, n := range held {
+		s.v.cordon(n, true)
+	}
 	return nil
 }
 
@@ -290,7 +308,8 @@ func (s *Scheduler) checkPlacement(j *job, p *Placement) (*Placement, error) {
 		if a.GPUs&^fullMask(s.t.pools[po].gpus) != 0 || c == 0 || c%gpr != 0 {
 			return nil, reject(id, "placement.nodes", "node %s: GPUs %#x are not whole replicas of %d GPUs on a %d-GPU node", name, a.GPUs, gpr, s.t.pools[po].gpus)
 		}
-		if s.v.st.Cordoned(a.Node) {
+		// A cordoned node keeps its running gangs; only a failed one has none.
+		if s.out[a.Node]&outDown != 0 {
 			return nil, reject(id, "placement.nodes", "node %s is down", name)
 		}
 		if a.GPUs&^s.v.st.FreeMask(a.Node) != 0 {
