@@ -50,14 +50,26 @@ func sseSend(w http.ResponseWriter, event string, v any) error {
 func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 	node := r.PathValue("name")
 	sub := &subscriber{kind: "assign", node: node, signal: make(chan struct{}, 1)}
-	s.st.mu.Lock()
-	_, known := s.st.nodes[node]
-	if known {
-		s.st.subs[sub] = true
+	join := func() bool {
+		s.st.mu.Lock()
+		defer s.st.mu.Unlock()
+		_, known := s.st.nodes[node]
+		if known {
+			s.st.subs[sub] = true
+		}
+		return known
 	}
-	s.st.mu.Unlock()
-	if !known {
-		return errNotFound("node " + node + " (register first)")
+	if !join() {
+		// The agent opens its stream right after registering, and the
+		// registration may be acknowledged (by this replica or another)
+		// before this replica's state has the node: catch up with etcd
+		// before calling the node unknown.
+		if err := s.fresh(r.Context()); err != nil {
+			return err
+		}
+		if !join() {
+			return errNotFound("node " + node + " (register first)")
+		}
 	}
 	defer s.st.unsubscribe(sub)
 	sseStart(w)
