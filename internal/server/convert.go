@@ -22,6 +22,7 @@ type core interface {
 	Checkpoint(id string, now time.Time) error
 	NodeDown(n topology.NodeID, now time.Time) []sched.Decision
 	NodeUp(n topology.NodeID, now time.Time)
+	Cordon(n topology.NodeID, on bool)
 	Restore(j sched.Job, p sched.Placement, started time.Time) error
 	Schedule(now time.Time) []sched.Decision
 	PendingReason(id string) string

@@ -296,6 +296,7 @@ func (l *leader) resync(ctx context.Context) error {
 		id := topology.NodeID(i)
 		name := f.Nodes[i].Name
 		if nodeSpec[name].Cordoned && !nodeSpec[name].Draining {
+			c.Cordon(id, true)
 			l.cordoned[name] = true
 		}
 		if dead(name) != "" {
@@ -479,21 +480,18 @@ func (l *leader) reconcileNode(w *writer, name string, now time.Time) {
 	st.mu.RLock()
 	n := st.nodes[name]
 	_, alive := st.alive[name]
-	busy := len(st.onNode[name]) > 0
 	st.mu.RUnlock()
 	wantDown := !alive || n == nil || n.node.Spec.Draining
-	// The scheduler has no cordon of its own: a cordoned node is taken
-	// out (NodeDown) once its running gangs are gone, which NodeDown would
-	// otherwise requeue. Until then its free GPUs can still take work.
+	// A cordon stops new placements and leaves running gangs alone; a drain
+	// (or a lost lease) takes the node down, requeueing its gangs.
 	cordoned := n != nil && n.node.Spec.Cordoned && !n.node.Spec.Draining
+	if cordoned != l.cordoned[name] {
+		l.core.Cordon(id, cordoned)
+	}
 	if cordoned {
 		l.cordoned[name] = true
-		wantDown = wantDown || !busy
 	} else {
 		delete(l.cordoned, name)
-	}
-	if cordoned && busy && l.down[id] {
-		wantDown = true
 	}
 	switch {
 	case wantDown && !l.down[id]:
@@ -501,8 +499,6 @@ func (l *leader) reconcileNode(w *writer, name string, now time.Time) {
 		switch {
 		case alive && n != nil && n.node.Spec.Draining:
 			reason = "draining"
-		case alive:
-			reason = "cordoned"
 		}
 		l.down[id] = true
 		ds := l.core.NodeDown(id, now)

@@ -576,3 +576,44 @@ func phaseStrings(ps []api.Phase) []string {
 	}
 	return out
 }
+
+// TestCordonedNodeTakesNoNewWork checks that a cordon is exact at once: the
+// cordoned node keeps its running job, and its free GPUs take nothing new
+// while it is busy.
+func TestCordonedNodeTakesNoNewWork(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	startFakeAgent(t, ts.admin, "n1", 2, hold)
+	startFakeAgent(t, ts.admin, "n2", 2, hold)
+	a, _ := ts.admin.Submit(ctx, testJob("a", 1, 1))
+	run := waitPhase(t, ts.admin, a.Metadata.ID, api.PhaseRunning, 10*time.Second)
+	busy := run.Status.Placement.Groups[0].Hosts
+	free := map[string]string{"n1": "n2", "n2": "n1"}[busy]
+	if _, err := ts.admin.NodeAction(ctx, busy, "cordon", "maintenance"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var ids []string
+	for _, name := range []string{"b", "c", "d"} {
+		j, err := ts.admin.Submit(ctx, testJob(name, 1, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.Metadata.ID)
+	}
+	waitPhase(t, ts.admin, ids[0], api.PhaseRunning, 10*time.Second)
+	waitPhase(t, ts.admin, ids[1], api.PhaseRunning, 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	for _, id := range ids[:2] {
+		j, _ := ts.admin.Job(ctx, id)
+		if h := j.Status.Placement.Groups[0].Hosts; h != free {
+			t.Errorf("job %s placed on %s, the cordoned node is %s", j.Metadata.Name, h, busy)
+		}
+	}
+	if d, _ := ts.admin.Job(ctx, ids[2]); d.Status.Phase != api.PhasePending {
+		t.Errorf("third job %s on %+v: the cordoned node's free GPU took it", d.Status.Phase, d.Status.Placement)
+	}
+	if still, _ := ts.admin.Job(ctx, a.Metadata.ID); still.Status.Phase != api.PhaseRunning || still.Status.Generation != 1 {
+		t.Errorf("cordon disturbed the running job: %+v", still.Status)
+	}
+}
