@@ -339,7 +339,7 @@ func newGetNodesCmd(cn *conn) *cobra.Command {
 			wide := output == outWide
 			h := []string{"NAME", "STATUS", "GPUS", "MODEL", "LEAF", "AGE"}
 			if wide {
-				h = append(h, "ADDRESS", "CPUS", "MEMORY", "HCAS", "UNHEALTHY", "AGENT", "REASON")
+				h = append(h, "ADDRESS", "CPUS", "MEMORY", "HCAS", "UNHEALTHY", "AGENT", "LABELS", "REASON")
 			}
 			t := newTable(out, h...)
 			for i := range nodes {
@@ -354,7 +354,7 @@ func newGetNodesCmd(cn *conn) *cobra.Command {
 						mem = fmt.Sprintf("%dGi", inv.MemoryMiB/1024)
 					}
 					row = append(row, n.Status.Address, itoa0(inv.CPUs), mem, itoa0(len(inv.HCAs)),
-						intList(n.Status.Unhealthy), n.Status.AgentVersion, oneLine(n.Status.Reason, 60))
+						intList(n.Status.Unhealthy), n.Status.AgentVersion, labelList(n.Metadata.Labels), oneLine(n.Status.Reason, 60))
 				}
 				t.row(row...)
 			}
@@ -625,4 +625,13 @@ func completeNodes(cn *conn) func(*cobra.Command, []string, string) ([]string, c
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// labelList writes labels as k=v,k=v in key order ("" when none).
+func labelList(m map[string]string) string {
+	kv := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		kv = append(kv, k+"="+m[k])
+	}
+	return strings.Join(kv, ",")
 }

@@ -557,7 +557,7 @@ func (u *upInstance) startAgents(token string) error {
 			c.DataDir = filepath.Join(u.dir, "sim", n.Name)
 			c.IBRoot = noIB
 			c.HealthInterval = 5 * time.Minute
-			c.Version = upVersion + " (simulated)"
+			c.Labels = map[string]string{api.LabelSimulated: "true"}
 			c.Log = u.log.With("component", "agent", "node", n.Name)
 			sa, err := agent.New(c)
 			if err != nil {

@@ -89,7 +89,9 @@ type Config struct {
 	FenceAfter time.Duration
 
 	Version string
-	Log     *slog.Logger
+	// Labels go to the node's metadata.labels at registration.
+	Labels map[string]string
+	Log    *slog.Logger
 }
 
 // Agent is one node's daemon.
@@ -287,7 +289,7 @@ func (a *Agent) registration() *api.NodeRegistration {
 			inv.HCAs = append(inv.HCAs, api.HCA{Name: h.Name, Port: p.Num, RateGbps: p.RateGbps, GUID: h.NodeGUID, State: p.State})
 		}
 	}
-	return &api.NodeRegistration{Name: a.cfg.NodeName, Address: a.cfg.Address, Inventory: inv, Place: a.cfg.Place, AgentVersion: a.cfg.Version}
+	return &api.NodeRegistration{Name: a.cfg.NodeName, Address: a.cfg.Address, Inventory: inv, Place: a.cfg.Place, AgentVersion: a.cfg.Version, Labels: a.cfg.Labels}
 }
 
 // watch applies the assignment stream, reconnecting when it breaks.

@@ -65,7 +65,14 @@ type NodeRegistration struct {
 	Inventory    NodeInventory `json:"inventory"`
 	Place        FabricPlace   `json:"place,omitzero"`
 	AgentVersion string        `json:"agentVersion,omitempty"`
+	// Labels become the node's metadata.labels (replacing those of an
+	// earlier registration), e.g. gpucloud.io/simulated=true.
+	Labels map[string]string `json:"labels,omitempty"`
 }
+
+// LabelSimulated marks a node whose GPUs are stand-ins and whose ranks run
+// elsewhere (the simulated nodes of `gpucloud up --preset`).
+const LabelSimulated = "gpucloud.io/simulated"
 
 // Registration answers a registration.
 type Registration struct {

@@ -328,6 +328,14 @@ func ValidateRegistration(r *NodeRegistration) error {
 	if len(r.Inventory.GPUs) > 64 {
 		e.add("inventory.gpus", "at most 64 GPUs per node")
 	}
+	if len(r.Labels) > MaxLabels {
+		e.add("labels", "at most %d labels", MaxLabels)
+	}
+	for k, v := range r.Labels {
+		if len(k) == 0 || len(k) > 63 || len(v) > 253 {
+			e.add("labels."+k, "keys are 1-63 characters, values at most 253")
+		}
+	}
 	seen := map[int]bool{}
 	for i, g := range r.Inventory.GPUs {
 		f := fmt.Sprintf("inventory.gpus[%d]", i)

@@ -215,6 +215,10 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		// re-registration.
 		n.Status = api.NodeStatus{Phase: api.NodeReady, Address: reg.Address, Inventory: reg.Inventory, Leaf: leaf, InFabric: inFabric,
 			GPUs: len(reg.Inventory.GPUs), AgentVersion: reg.AgentVersion, RegisteredAt: now, Reason: n.Status.Reason}
+		n.Metadata.Labels = reg.Labels // the agent's: what it says now
+		if len(n.Metadata.Labels) == 0 {
+			n.Metadata.Labels = nil
+		}
 		n.Metadata.ResourceVersion = 0
 		rev, err := s.store.Txn(r.Context(),
 			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(store.NodesKey+reg.Name), "=", modRev)},

@@ -685,6 +685,12 @@ function renderUsage(running, pending) {
       bar(usedQ.get(q.metadata.name) || 0, quotaOf(q)))));
 }
 
+// simulated nodes (label gpucloud.io/simulated=true, as `gpucloud up
+// --preset` registers them) have stand-in GPUs.
+function simulated(n) {
+  return ((n.metadata && n.metadata.labels) || {})['gpucloud.io/simulated'] === 'true';
+}
+
 function nodeProblems(n) {
   const out = [];
   if (n.status.phase !== 'Ready') out.push('down');
@@ -716,7 +722,7 @@ function renderNodes() {
     unreg > 0 ? h('span', { class: 'chip', title: 'in the fabric, no agent registered' }, `${fmtInt(unreg)} not registered`) : '');
   table($('#nodes'), ['node', 'leaf', 'state', 'GPUs used', 'reason'],
     rows.slice(0, LIMIT).map(([, n, p]) => h('tr', { 'data-node': n.metadata.name },
-      h('td', {}, n.metadata.name), h('td', {}, n.status.leaf || ''),
+      h('td', {}, n.metadata.name, simulated(n) ? h('span', { class: 'dim', title: 'gpucloud.io/simulated: stand-in GPUs, ranks run elsewhere' }, ' simulated') : ''), h('td', {}, n.status.leaf || ''),
       h('td', {}, h('span', { class: p.length ? 'phase Failed' : 'phase Succeeded' }, p.length ? p.join(', ') : 'ready')),
       h('td', { class: 'num' }, `${gpusInUse(n)} / ${n.status.gpus || 0}`),
       h('td', { class: 'reason' }, n.status.reason || ''))),
@@ -832,7 +838,7 @@ function describe(hit) {
   const name = F.nodeNames[hit.node];
   const n = S.nodes.get(name);
   out.push(h('b', {}, name), hit.gpu >= 0 ? ` GPU ${hit.gpu - F.gpuStart[hit.node]}` : '');
-  out.push(h('div', { class: 'dim' }, `${leaf.name} in ${F.blocks[leaf.block].name}`));
+  out.push(h('div', { class: 'dim' }, `${leaf.name} in ${F.blocks[leaf.block].name}`, n && simulated(n) ? ' · simulated' : ''));
   if (!n) out.push(h('div', { class: 'dim' }, 'no agent registered'));
   else {
     const p = nodeProblems(n);
