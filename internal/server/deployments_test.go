@@ -10,7 +10,9 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/sched"
 	"gpucloud/internal/serving"
+	"gpucloud/internal/topology"
 )
 
 const chatYAML = `apiVersion: gpucloud/v1
@@ -208,5 +210,78 @@ func TestDeploymentTrafficOnFollower(t *testing.T) {
 	var d api.Deployment
 	waitFor(t, 10*time.Second, "status through the follower", func() bool {
 		return fc.Do(context.Background(), "GET", "/v1/deployments/chat", nil, &d) == nil && d.Status.Desired == 1
+	})
+}
+
+// Replicas of a high-priority deployment take back the serving queue's
+// GPUs from preemptible training that borrowed them; training gets them
+// again when the deployment goes.
+func TestDeploymentReclaimsTrainingGPUs(t *testing.T) {
+	// Victims must have run MinRuntime (5 minutes by default).
+	old := newCore
+	newCore = func(f *topology.Fabric) (core, error) {
+		cfg := sched.DefaultConfig()
+		cfg.MinRuntime = 0
+		return sched.New(f, cfg), nil
+	}
+	t.Cleanup(func() { newCore = old })
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	putServingQueue(t, ts, 4) // the node's 4 GPUs are the serving queue's
+	startFakeAgent(t, ts.admin, "node-a", 4, hold)
+	user := ts.tenant(t, "ml")
+
+	train := testJob("train", 1, 4)
+	train.Spec.Preemptible = true
+	var tj api.Job
+	if err := user.Do(ctx, "POST", "/v1/jobs", train, &tj); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase(t, user, tj.Metadata.ID, api.PhaseRunning, 10*time.Second)
+
+	dep := strings.Replace(chatYAML, "{min: 1, max: 8}", "{min: 2, max: 8}", 1)
+	if err := user.Do(ctx, "POST", "/v1/deployments", []byte(dep), nil); err != nil {
+		t.Fatal(err)
+	}
+	running := func() (replicas int, training bool) {
+		var l api.List[api.Job]
+		if err := user.Do(ctx, "GET", "/v1/jobs", nil, &l); err != nil {
+			return 0, false
+		}
+		for _, j := range l.Items {
+			if j.Status.Phase != api.PhaseRunning {
+				continue
+			}
+			if j.Metadata.Labels[serving.LabelDeployment] == "chat" {
+				replicas++
+			} else if j.Metadata.ID == tj.Metadata.ID {
+				training = true
+			}
+		}
+		return
+	}
+	defer func() {
+		if t.Failed() {
+			var l api.List[api.Job]
+			user.Do(ctx, "GET", "/v1/jobs", nil, &l)
+			for _, j := range l.Items {
+				t.Logf("job %s %s prio %d queue %s: %s", j.Metadata.ID, j.Status.Phase, j.Spec.Priority, j.Spec.Queue, j.Status.Reason)
+			}
+		}
+	}()
+	waitFor(t, 15*time.Second, "two replicas placed and the training job preempted", func() bool {
+		r, tr := running()
+		return r == 2 && !tr
+	})
+	j, err := user.Job(ctx, tj.Metadata.ID)
+	if err != nil || j.Status.Requeues == 0 {
+		t.Fatalf("training job after reclaim: %v %+v", err, j.Status)
+	}
+	if err := user.Do(ctx, "DELETE", "/v1/deployments/chat", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the training job running again", func() bool {
+		r, tr := running()
+		return r == 0 && tr
 	})
 }
