@@ -237,6 +237,7 @@ func newDeleteDeploymentCmd(cn *conn) *cobra.Command {
 		Use:     "delete NAME...",
 		Aliases: []string{"rm"},
 		Short:   "Delete deployments: their replicas drain (requests in flight finish) and stop",
+		Example: `  gpucloud deploy delete chat`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cn.client()
