@@ -222,6 +222,10 @@ type JobStatus struct {
 	SubmittedAt time.Time `json:"submittedAt,omitzero"`
 	StartedAt   time.Time `json:"startedAt,omitzero"`
 	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+	// RestartAt delays a restart after failed ranks (exponential backoff):
+	// agents get the new generation from then on, the old one's ranks are
+	// stopped at once.
+	RestartAt time.Time `json:"restartAt,omitzero"`
 }
 
 // Placement is where a job runs, stored compactly: runs of nodes with the

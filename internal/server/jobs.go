@@ -138,7 +138,7 @@ func (s *Server) createWith(ctx context.Context, key string, val []byte, cmps []
 
 func isZeroStatus(s *api.JobStatus) bool {
 	return s.Phase == "" && s.Placement == nil && s.Generation == 0 && s.Restarts == 0 && s.Requeues == 0 &&
-		s.Reason == "" && s.SubmittedAt.IsZero() && s.StartedAt.IsZero() && s.FinishedAt.IsZero()
+		s.Reason == "" && s.SubmittedAt.IsZero() && s.StartedAt.IsZero() && s.FinishedAt.IsZero() && s.RestartAt.IsZero()
 }
 
 func contains(xs []string, x string) bool {

@@ -632,8 +632,10 @@ func (l *leader) judge(w *writer, j *api.Job, modRev int64, reps map[string]*api
 		nj.Status.Restarts++
 		nj.Status.Generation++
 		nj.Status.MasterPort = masterPort(j.Metadata.ID, nj.Status.Generation)
+		delay := restartBackoff(nj.Status.Restarts)
 		nj.Status.StartedAt = now
-		nj.Status.Reason = msg + fmt.Sprintf("; restart %d of %d", nj.Status.Restarts, j.Spec.RestartPolicy.MaxRestarts)
+		nj.Status.RestartAt = now.Add(delay)
+		nj.Status.Reason = msg + fmt.Sprintf("; restart %d of %d in %s", nj.Status.Restarts, j.Spec.RestartPolicy.MaxRestarts, delay)
 		c = l.change(nj, api.Event{Time: now, Type: "Warning", Reason: "Restarted", Message: nj.Status.Reason})
 	} else {
 		nj.Status.Phase, nj.Status.FinishedAt, nj.Status.ExitCode = api.PhaseFailed, now, failCode
@@ -741,6 +743,7 @@ func (w *writer) decisions(l *leader, ds []sched.Decision, now time.Time) {
 			nj.Status.Generation++
 			nj.Status.MasterPort = masterPort(j.Metadata.ID, nj.Status.Generation)
 			nj.Status.StartedAt = now
+			nj.Status.RestartAt = time.Time{}
 			nj.Status.Reason = ""
 			p := nj.Status.Placement
 			msg := fmt.Sprintf("%d GPUs on %d nodes, %d leaves (fewest possible %d): %s", p.GPUs, p.Nodes, p.Leaves, p.MinLeaves, p.LeafNames)

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/store"
@@ -481,9 +482,11 @@ func (st *state) signalNode(node string) {
 	}
 }
 
-// assignments computes the desired state of a node. Caller holds mu.
-func (st *state) assignments(node string) api.AssignmentSet {
-	set := api.AssignmentSet{Node: node, ResourceVersion: st.rev, Assignments: []api.Assignment{}}
+// assignments computes the desired state of a node at now, and when it
+// changes by the clock alone (a restart backoff ends; zero: never).
+// Caller holds mu.
+func (st *state) assignments(node string, now time.Time) (set api.AssignmentSet, wake time.Time) {
+	set = api.AssignmentSet{Node: node, ResourceVersion: st.rev, Assignments: []api.Assignment{}}
 	ids := make([]string, 0, len(st.onNode[node]))
 	for id := range st.onNode[node] {
 		ids = append(ids, id)
@@ -493,6 +496,12 @@ func (st *state) assignments(node string) api.AssignmentSet {
 		rec := st.jobs[id]
 		if rec == nil || rec.job.Status.Phase != api.PhaseRunning || len(rec.nodes) == 0 {
 			continue
+		}
+		if at := rec.job.Status.RestartAt; at.After(now) {
+			if wake.IsZero() || at.Before(wake) {
+				wake = at
+			}
+			continue // backing off: the old ranks stop, the new wait
 		}
 		rec.once.Do(func() {
 			master := ""
@@ -521,5 +530,5 @@ func (st *state) assignments(node string) api.AssignmentSet {
 			set.Assignments = append(set.Assignments, rec.assign[i])
 		}
 	}
-	return set
+	return set, wake
 }

@@ -75,11 +75,19 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 	sseStart(w)
 	tick := time.NewTicker(sseKeepAlive)
 	defer tick.Stop()
+	backoff := time.NewTimer(time.Hour)
+	defer backoff.Stop()
 	var last []byte
 	for {
 		s.st.mu.RLock()
-		set := s.st.assignments(node)
+		set, wake := s.st.assignments(node, time.Now())
 		s.st.mu.RUnlock()
+		// A restart backoff ending changes the set with no event.
+		if !wake.IsZero() {
+			backoff.Reset(time.Until(wake) + 10*time.Millisecond)
+		} else {
+			backoff.Stop()
+		}
 		// Send only when the set changed (ignoring the revision).
 		b, _ := json.Marshal(set.Assignments)
 		if !bytes.Equal(b, last) {
@@ -93,6 +101,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) error {
 			if !ok {
 				return nil // state reset: the agent reconnects
 			}
+		case <-backoff.C:
 		case <-tick.C:
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
 				return nil
