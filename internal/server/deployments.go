@@ -45,6 +45,7 @@ type deployments struct {
 	s      *Server
 	router *router.Router
 	log    *slog.Logger
+	step   time.Duration // deploymentStep when the server was made
 
 	running sync.Mutex // held by the leading term; a new term waits for the old one
 
@@ -56,7 +57,7 @@ type deployments struct {
 }
 
 func newDeployments(s *Server) *deployments {
-	d := &deployments{s: s, log: s.log.With("part", "serving"), router: router.New(router.Config{Logger: s.log})}
+	d := &deployments{s: s, log: s.log.With("part", "serving"), router: router.New(router.Config{Logger: s.log}), step: deploymentStep}
 	s.metrics.reg.MustRegister(d.router)
 	return d
 }
@@ -416,7 +417,7 @@ func (d *deployments) lead(ctx context.Context) {
 			d.router.RemoveDeployment(name)
 		}
 	}()
-	t := time.NewTicker(deploymentStep)
+	t := time.NewTicker(d.step)
 	defer t.Stop()
 	var lastStatus time.Time
 	for ctx.Err() == nil {
