@@ -48,6 +48,10 @@ type state struct {
 	kick        chan struct{}
 
 	subs map[*subscriber]bool
+	// nodeWatchers counts the "nodes" subscribers: with none (the usual
+	// case, while every agent holds an assignment stream) node changes
+	// are not rendered for watchers at all.
+	nodeWatchers int
 }
 
 type tokenRec struct {
@@ -355,7 +359,7 @@ func (st *state) applyJob(id string, e store.Event, d decoded) {
 // moved because a job started, ended or moved. A job update that keeps its
 // placement sends nothing.
 func (st *state) notifyAllocation(old, rec *jobRec) {
-	if len(st.subs) == 0 {
+	if st.nodeWatchers == 0 {
 		return
 	}
 	var before, after []api.NodeGPUs
@@ -393,6 +397,9 @@ func (st *state) notifyAllocation(old, rec *jobRec) {
 func (st *state) subscribe(s *subscriber) {
 	st.mu.Lock()
 	st.subs[s] = true
+	if s.kind == "nodes" {
+		st.nodeWatchers++
+	}
 	st.mu.Unlock()
 }
 
@@ -408,6 +415,9 @@ func (st *state) closeSub(s *subscriber) {
 	}
 	s.closed = true
 	delete(st.subs, s)
+	if s.kind == "nodes" {
+		st.nodeWatchers--
+	}
 	if s.events != nil {
 		close(s.events)
 	}
@@ -451,7 +461,7 @@ func (st *state) notifyJob(id string, old, rec *jobRec, deleted bool) {
 // notifyNode sends watchers the node as the API shows it (phase from the
 // lease, GPUs allocated from the running jobs). Caller holds mu.
 func (st *state) notifyNode(name string, deleted bool) {
-	if len(st.subs) == 0 {
+	if st.nodeWatchers == 0 {
 		return
 	}
 	typ := "MODIFIED"

@@ -148,6 +148,7 @@ func (s *Server) watchNodes(w http.ResponseWriter, r *http.Request) error {
 		snap = append(snap, s.st.nodeView(name, alloc))
 	}
 	s.st.subs[sub] = true
+	s.st.nodeWatchers++
 	s.st.mu.Unlock()
 	defer s.st.unsubscribe(sub)
 	sseStart(w)
