@@ -113,3 +113,27 @@ func TestDeploymentMinZeroWithAutoscale(t *testing.T) {
 		t.Fatalf("min 0 with autoscale refused: %v", err)
 	}
 }
+
+func FuzzDecodeDeployment(f *testing.F) {
+	f.Add([]byte(chatYAML))
+	f.Add([]byte(`{"apiVersion":"gpucloud/v1","kind":"Deployment","metadata":{"name":"a"},"spec":{"gpusPerReplica":1,"command":["x"],"replicas":{"min":1},"priority":-3}}`))
+	f.Add([]byte("spec: {priority: [1]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := DecodeDeployment(data)
+		if err != nil {
+			return
+		}
+		// What decodes must encode and decode to the same deployment.
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := DecodeDeployment(b)
+		if err != nil {
+			t.Fatalf("re-decode of %s: %v", b, err)
+		}
+		if diff := cmp.Diff(d, d2); diff != "" {
+			t.Fatalf("round trip:\n%s", diff)
+		}
+	})
+}
