@@ -54,6 +54,7 @@ type deployments struct {
 	tenants  map[string]string // deployment -> tenant, of those the manager runs
 	applied  map[string]string // deployment -> the stored spec last applied
 	deleting map[string]bool   // deleted from etcd; the manager drains them
+	refused  map[string]string // deployment -> why its controller refused the spec
 }
 
 func newDeployments(s *Server) *deployments {
@@ -356,6 +357,7 @@ func (d *deployments) traffic() http.Handler {
 		}
 		d.mu.Lock()
 		tenant, running := d.tenants[name]
+		refused := d.refused[name]
 		d.mu.Unlock()
 		if running && p.canSeeTenant(tenant) {
 			d.router.ServeHTTP(w, r)
@@ -364,6 +366,10 @@ func (d *deployments) traffic() http.Handler {
 		if !running {
 			// Created a moment ago: the leader applies it within a step.
 			if dep, err := s.visibleDeployment(r.WithContext(context.WithValue(r.Context(), ctxKey{}, p)), name); err == nil && dep != nil {
+				if refused != "" {
+					writeError(w, &httpError{code: http.StatusServiceUnavailable, msg: "deployment " + name + " cannot run: " + refused})
+					return
+				}
 				w.Header().Set("Retry-After", "1")
 				writeError(w, &httpError{code: http.StatusServiceUnavailable, msg: "deployment " + name + " is starting; retry"})
 				return
@@ -382,9 +388,30 @@ func (d *deployments) liveStatus(dep *api.Deployment) {
 	if mgr == nil {
 		return
 	}
-	if st, ok := mgr.Status(dep.Metadata.Name); ok {
-		dep.Status = apiStatus(st, time.Now().UTC())
+	if st, ok := d.status(mgr, dep.Metadata.Name); ok {
+		dep.Status = st
 	}
+}
+
+// status is a deployment's status as the manager sees it now.
+func (d *deployments) status(mgr *serving.Manager, name string) (api.DeploymentStatus, bool) {
+	now := time.Now().UTC()
+	d.mu.Lock()
+	why := d.refused[name]
+	d.mu.Unlock()
+	st, ok := mgr.Status(name)
+	if why != "" {
+		out := api.DeploymentStatus{Message: "spec refused by the controller: " + why, ObservedAt: now}
+		if ok {
+			out = apiStatus(st, now)
+			out.Message = strings.TrimSpace(out.Message + " (the last change was refused: " + why + ")")
+		}
+		return out, true
+	}
+	if !ok {
+		return api.DeploymentStatus{}, false
+	}
+	return apiStatus(st, now), true
 }
 
 func apiStatus(st serving.Status, now time.Time) api.DeploymentStatus {
@@ -405,7 +432,7 @@ func (d *deployments) lead(ctx context.Context) {
 	defer d.running.Unlock()
 	mgr := serving.NewManager(d.router, &serving.JobDriver{Store: jobStore{d.s}}, d.log)
 	d.mu.Lock()
-	d.mgr, d.tenants, d.applied, d.deleting = mgr, map[string]string{}, map[string]string{}, map[string]bool{}
+	d.mgr, d.tenants, d.applied, d.deleting, d.refused = mgr, map[string]string{}, map[string]string{}, map[string]bool{}, map[string]string{}
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
@@ -481,9 +508,13 @@ func (d *deployments) sync(ctx context.Context, mgr *serving.Manager) (map[strin
 			continue
 		}
 		if err := mgr.Apply(servingSpec(dep)); err != nil {
-			d.log.Error("deployment refused by its controller", "deployment", name, "err", err)
+			if d.refused[name] != err.Error() {
+				d.log.Error("deployment refused by its controller", "deployment", name, "err", err)
+			}
+			d.refused[name] = err.Error()
 			continue
 		}
+		delete(d.refused, name)
 		d.applied[name], d.tenants[name] = key, dep.Metadata.Tenant
 	}
 	d.sweepOrphans(ctx, mgr, want)
@@ -535,11 +566,10 @@ func (d *deployments) sweepOrphans(ctx context.Context, mgr *serving.Manager, wa
 func (d *deployments) writeStatus(ctx context.Context, mgr *serving.Manager, stored map[string]*api.Deployment) {
 	now := time.Now().UTC()
 	for name, dep := range stored {
-		st, ok := mgr.Status(name)
+		ns, ok := d.status(mgr, name)
 		if !ok {
 			continue
 		}
-		ns := apiStatus(st, now)
 		old := dep.Status
 		old.ObservedAt, ns.ObservedAt = time.Time{}, time.Time{}
 		if old == ns {

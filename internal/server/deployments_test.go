@@ -12,6 +12,7 @@ import (
 	"gpucloud/internal/client"
 	"gpucloud/internal/sched"
 	"gpucloud/internal/serving"
+	"gpucloud/internal/store"
 	"gpucloud/internal/topology"
 )
 
@@ -283,5 +284,21 @@ func TestDeploymentReclaimsTrainingGPUs(t *testing.T) {
 	waitFor(t, 15*time.Second, "the training job running again", func() bool {
 		r, tr := running()
 		return r == 0 && tr
+	})
+}
+
+// A stored spec the controller refuses (written past the API's checks)
+// shows in the status instead of silently doing nothing.
+func TestDeploymentRefusedSpecShowsInStatus(t *testing.T) {
+	ts := startServer(t, nil)
+	d := api.Deployment{APIVersion: api.Version, Kind: api.KindDeployment, Metadata: api.ObjectMeta{Name: "broken", Tenant: "default"},
+		Spec: api.DeploymentSpec{Queue: "default", GPUsPerReplica: 1, Replicas: api.ReplicaBounds{Min: 1, Max: 1}}}
+	if _, err := ts.Store().Put(context.Background(), store.DeploymentsKey+"broken", mustJSON(&d)); err != nil {
+		t.Fatal(err)
+	}
+	var got api.Deployment
+	waitFor(t, 10*time.Second, "the refusal in the status", func() bool {
+		return ts.admin.Do(context.Background(), "GET", "/v1/deployments/broken", nil, &got) == nil &&
+			strings.Contains(got.Status.Message, "refused") && strings.Contains(got.Status.Message, "command")
 	})
 }
