@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gpucloud/internal/api"
+	"gpucloud/internal/client"
+	"gpucloud/internal/store"
 )
 
 var (
@@ -145,6 +147,33 @@ func killRanks(dirs []string) {
 	}
 }
 
+// startAgents runs n `gpucloud agent --fake-gpus 4` processes on
+// loopback, connected to servers (comma-separated URLs), and waits for
+// their nodes to be ready.
+func startAgents(t *testing.T, ts *testServer, servers, token string, n int) {
+	t.Helper()
+	root := t.TempDir()
+	var dataDirs []string
+	t.Cleanup(func() { killRanks(dataDirs) }) // runs after the agents are killed
+	for i := range n {
+		name := fmt.Sprintf("node-%c", 'a'+i)
+		dir := filepath.Join(root, name)
+		dataDirs = append(dataDirs, dir)
+		startProc(t, name, "agent", "--server", servers, "--token", token, "--node-name", name, "--address", "127.0.0.1",
+			"--data-dir", dir, "--fake-gpus", "4", "--gpu-model", "H100-80GB", "--grace-period", "5s", "--log-level", "warn")
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d ready nodes", n), func() bool {
+		ns, err := ts.admin.Nodes(context.Background())
+		ready := 0
+		for _, n := range ns {
+			if n.Status.Phase == api.NodeReady {
+				ready++
+			}
+		}
+		return err == nil && ready == n
+	})
+}
+
 // TestDeployE2E runs a Deployment through a real server (embedded etcd),
 // real agents (gpucloud agent --fake-gpus) and real model-server
 // processes: it scales from 1 to at least 4 replicas under rising load,
@@ -175,25 +204,7 @@ func TestDeployE2E(t *testing.T) {
 	}
 
 	// Two nodes of 4 emulated GPUs.
-	root := t.TempDir()
-	var dataDirs []string
-	t.Cleanup(func() { killRanks(dataDirs) }) // runs after the agents are killed
-	for _, n := range []string{"node-a", "node-b"} {
-		dir := filepath.Join(root, n)
-		dataDirs = append(dataDirs, dir)
-		startProc(t, n, "agent", "--server", ts.url, "--token", agentTok.Token, "--node-name", n, "--address", "127.0.0.1",
-			"--data-dir", dir, "--fake-gpus", "4", "--gpu-model", "H100-80GB", "--grace-period", "5s", "--log-level", "warn")
-	}
-	waitFor(t, 30*time.Second, "two ready nodes", func() bool {
-		ns, err := ts.admin.Nodes(ctx)
-		ready := 0
-		for _, n := range ns {
-			if n.Status.Phase == api.NodeReady {
-				ready++
-			}
-		}
-		return err == nil && ready == 2
-	})
+	startAgents(t, ts, ts.url, agentTok.Token, 2)
 	t.Logf("cluster up after %v", time.Since(start).Round(time.Millisecond))
 
 	dep := &api.Deployment{
@@ -330,4 +341,114 @@ func TestDeployE2E(t *testing.T) {
 		var l api.List[api.Job]
 		return user.Do(ctx, "GET", "/v1/jobs", nil, &l) == nil && len(l.Items) == 0
 	})
+}
+
+// TestDeployFailover stops the leader of two server replicas: the new
+// leader adopts the running replicas (no new replica job) and routes to
+// them.
+func TestDeployFailover(t *testing.T) {
+	gpucloudBinary(t) // skips with -short
+	model := modelServerBinary(t)
+	oldStep := deploymentStep
+	deploymentStep = 200 * time.Millisecond
+	t.Cleanup(func() { deploymentStep = oldStep })
+	ctx := context.Background()
+
+	etcd, err := store.StartMember(ctx, store.MemberConfig{Dir: t.TempDir(), NoFsync: true,
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	a := startServer(t, func(c *Config) {
+		c.EtcdEndpoints, c.LeaderTTL, c.HeartbeatInterval, c.NodeLeaseTTL = etcd.Endpoints, 2, time.Second, 10*time.Second
+	})
+	b, err := New(Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), EtcdEndpoints: etcd.Endpoints, LeaderTTL: 2,
+		HeartbeatInterval: time.Second, NodeLeaseTTL: 10 * time.Second, CycleInterval: 20 * time.Millisecond, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bctx, bcancel := context.WithCancel(ctx)
+	bdone := make(chan error, 1)
+	go func() { bdone <- b.Run(bctx) }()
+	t.Cleanup(func() { bcancel(); <-bdone })
+	<-b.Ready()
+	burl := "http://" + b.Addr()
+
+	tok, err := a.admin.CreateToken(ctx, api.TokenRequest{Name: "agents", Role: api.RoleAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startAgents(t, a, a.url+","+burl, tok.Token, 1)
+	dep := &api.Deployment{
+		APIVersion: api.Version, Kind: api.KindDeployment, Metadata: api.ObjectMeta{Name: "chat"},
+		Spec: api.DeploymentSpec{GPUsPerReplica: 1, Command: []string{model}, Env: map[string]string{"MODEL_DELAY": "10ms"},
+			Replicas: api.ReplicaBounds{Min: 2}, Readiness: api.ReadinessSpec{Path: "/health", Period: api.Duration(200 * time.Millisecond)}},
+	}
+	if err := a.admin.Do(ctx, "POST", "/v1/deployments", dep, nil); err != nil {
+		t.Fatal(err)
+	}
+	call := func(base string) int {
+		req, _ := http.NewRequest("POST", base+"/v1/deployments/chat/v1/completions", strings.NewReader(`{"prompt": "x"}`))
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	jobIDs := func(c interface {
+		Do(context.Context, string, string, any, any) error
+	}) []string {
+		var l api.List[api.Job]
+		if err := c.Do(ctx, "GET", "/v1/jobs", nil, &l); err != nil {
+			return nil
+		}
+		var ids []string
+		for _, j := range l.Items {
+			if !j.Status.Phase.Terminal() {
+				ids = append(ids, j.Metadata.ID)
+			}
+		}
+		return ids
+	}
+	var d api.Deployment
+	waitFor(t, 30*time.Second, "two ready replicas", func() bool {
+		return a.admin.Do(ctx, "GET", "/v1/deployments/chat", nil, &d) == nil && d.Status.Ready == 2
+	})
+	if code := call(a.url); code != 200 {
+		t.Fatalf("through the leader: %d", code)
+	}
+	if code := call(burl); code != 503 {
+		t.Fatalf("through the follower: want 503, got %d", code)
+	}
+	before := jobIDs(a.admin)
+
+	stopped := time.Now()
+	a.stop()
+	waitFor(t, 15*time.Second, "the other replica to lead", b.IsLeader)
+	elected := time.Since(stopped)
+	waitFor(t, 15*time.Second, "traffic through the new leader", func() bool { return call(burl) == 200 })
+	// A graceful stop resigns, so the other replica leads at once (a
+	// killed leader's session expires after LeaderTTL first).
+	t.Logf("old leader stopped (resigning): new leader %v and the first request through it answered %v after the stop began",
+		elected.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
+	bc := clientFor(burl, a.token)
+	after := jobIDs(bc)
+	if strings.Join(before, ",") != strings.Join(after, ",") {
+		t.Fatalf("replica jobs changed across the failover: %v -> %v", before, after)
+	}
+	for range 20 {
+		if code := call(burl); code != 200 {
+			t.Fatalf("after failover: %d", code)
+		}
+	}
+}
+
+func clientFor(url, token string) *client.Client {
+	c := client.New([]string{url}, token, client.Options{})
+	c.Retry = 5 * time.Second
+	return c
 }
