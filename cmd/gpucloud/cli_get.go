@@ -35,7 +35,10 @@ a list {"items": [...]}.`,
   gpucloud get tenants`,
 	}
 	cn := addConnFlags(cmd)
-	cmd.AddCommand(newGetJobsCmd(cn), newGetNodesCmd(cn), newGetQueuesCmd(cn), newGetTenantsCmd(cn))
+	deps := newGetDeploymentsCmd(cn) // the same command as `deploy list`
+	deps.Use, deps.Aliases = "deployments [NAME...]", []string{"deployment", "deploy"}
+	deps.Example = "  gpucloud get deployments\n  gpucloud get deployment chat -o yaml"
+	cmd.AddCommand(newGetJobsCmd(cn), newGetNodesCmd(cn), newGetQueuesCmd(cn), newGetTenantsCmd(cn), deps)
 	return cmd
 }
 

@@ -243,9 +243,10 @@ func (s *Server) Run(ctx context.Context) error {
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	errc := make(chan error, 1)
+	useTLS := hs.TLSConfig != nil // read before Serve starts, which owns hs from then on
 	go func() {
 		var err error
-		if hs.TLSConfig != nil {
+		if useTLS {
 			err = hs.ServeTLS(ln, "", "")
 		} else {
 			err = hs.Serve(ln)
@@ -263,7 +264,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.renew.run(ctx)
 	}()
-	s.log.Info("server: serving", "addr", ln.Addr().String(), "tls", hs.TLSConfig != nil, "replica", s.cfg.ID)
+	s.log.Info("server: serving", "addr", ln.Addr().String(), "tls", useTLS, "replica", s.cfg.ID)
 	close(s.ready)
 
 	select {
