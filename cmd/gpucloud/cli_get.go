@@ -84,29 +84,19 @@ func newGetJobsCmd(cn *conn) *cobra.Command {
 			}
 			var jobs []api.Job
 			if len(args) > 0 {
-				for _, ref := range args {
-					j, err := findJob(ctx, cn, c, ref, cmd.ErrOrStderr(), false)
-					if err != nil {
-						return err
-					}
-					jobs = append(jobs, *j)
+				jobs, err = getEach(args, func(ref string) (*api.Job, error) {
+					return findJob(ctx, cn, c, ref, cmd.ErrOrStderr(), false)
+				})
+				if err != nil {
+					return err
 				}
 			} else if jobs, err = allJobs(ctx, c, filter); err != nil {
 				return cn.explain(err, "")
 			}
 			now := time.Now()
 			out := cmd.OutOrStdout()
-			switch output {
-			case outJSON, outYAML:
-				if len(args) == 1 {
-					return printObject(out, output, &jobs[0])
-				}
-				return printObject(out, output, api.List[api.Job]{Items: nonNil(jobs)})
-			case outName:
-				for _, j := range jobs {
-					fmt.Fprintln(out, j.Metadata.ID)
-				}
-				return nil
+			if done, err := printMachine(out, output, jobs, len(args) == 1, jobID); done {
+				return err
 			}
 			if len(jobs) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No jobs. Submit one: gpucloud submit -f examples/hello/job.yaml")
@@ -129,6 +119,86 @@ func newGetJobsCmd(cn *conn) *cobra.Command {
 	addOutputFlag(cmd, &output, getFormats...)
 	return cmd
 }
+
+// getClient checks -o against get's formats, then makes the API client:
+// a wrong -o is told before anything else.
+func getClient(cn *conn, output string) (*client.Client, error) {
+	if err := checkOutput(output, getFormats...); err != nil {
+		return nil, err
+	}
+	return cn.client()
+}
+
+// listNamed lists every object of a kind and keeps those named (see
+// pickNamed); a failed listing is explained as the connection's error.
+func listNamed[T any](cn *conn, list func() ([]T, error), names []string, kind string, name func(*T) string) ([]T, error) {
+	items, err := list()
+	if err != nil {
+		return nil, cn.explain(err, "")
+	}
+	return pickNamed(items, names, kind, name)
+}
+
+// getEach fetches the objects named, one request each, in the order given;
+// the first error stops it.
+func getEach[T any](names []string, get func(name string) (*T, error)) ([]T, error) {
+	items := make([]T, 0, len(names))
+	for _, n := range names {
+		x, err := get(n)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, *x)
+	}
+	return items, nil
+}
+
+// pickNamed keeps the items named, in the order given (all of them when no
+// name is given); a name that no item has is an error that says the kind.
+func pickNamed[T any](items []T, names []string, kind string, name func(*T) string) ([]T, error) {
+	if len(names) == 0 {
+		return items, nil
+	}
+	byName := make(map[string]T, len(items))
+	for i := range items {
+		byName[name(&items[i])] = items[i]
+	}
+	picked := make([]T, 0, len(names))
+	for _, n := range names {
+		x, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("%s %q not found", kind, n)
+		}
+		picked = append(picked, x)
+	}
+	return picked, nil
+}
+
+// printMachine prints items in get's machine formats: -o json|yaml the
+// object itself when one was asked for by name (one), else a list
+// {"items": [...]}; -o name a name a line. done is false for the table
+// formats, which the caller prints.
+func printMachine[T any](w io.Writer, output string, items []T, one bool, name func(*T) string) (done bool, err error) {
+	switch output {
+	case outJSON, outYAML:
+		if one {
+			return true, printObject(w, output, &items[0])
+		}
+		return true, printObject(w, output, api.List[T]{Items: nonNil(items)})
+	case outName:
+		for i := range items {
+			fmt.Fprintln(w, name(&items[i]))
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// The names that -o name prints and get's arguments match.
+func jobID(j *api.Job) string         { return j.Metadata.ID }
+func nodeName(n *api.Node) string     { return n.Metadata.Name }
+func queueName(q *api.Queue) string   { return q.Metadata.Name }
+func tenantName(t *api.Tenant) string { return t.Metadata.Name }
 
 func nonNil[T any](s []T) []T {
 	if s == nil {
@@ -301,38 +371,29 @@ func newGetNodesCmd(cn *conn) *cobra.Command {
   gpucloud get node ndv5-0001 -o yaml`,
 		ValidArgsFunction: completeNodes(cn),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, getFormats...); err != nil {
-				return err
-			}
-			c, err := cn.client()
+			c, err := getClient(cn, output)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			var nodes []api.Node
 			if len(args) > 0 {
-				for _, name := range args {
+				nodes, err = getEach(args, func(name string) (*api.Node, error) {
 					n, err := c.Node(ctx, name)
 					if err != nil {
-						return cn.explain(err, fmt.Sprintf("node %q", name))
+						return nil, cn.explain(err, fmt.Sprintf("node %q", name))
 					}
-					nodes = append(nodes, *n)
+					return n, nil
+				})
+				if err != nil {
+					return err
 				}
 			} else if nodes, err = c.Nodes(ctx); err != nil {
 				return cn.explain(err, "")
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case outJSON, outYAML:
-				if len(args) == 1 {
-					return printObject(out, output, &nodes[0])
-				}
-				return printObject(out, output, api.List[api.Node]{Items: nonNil(nodes)})
-			case outName:
-				for _, n := range nodes {
-					fmt.Fprintln(out, n.Metadata.Name)
-				}
-				return nil
+			if done, err := printMachine(out, output, nodes, len(args) == 1, nodeName); done {
+				return err
 			}
 			if len(nodes) == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "No nodes: start an agent (`gpucloud up` runs one on this machine).")
@@ -411,6 +472,15 @@ func usageBy(jobs []api.Job, key func(*api.Job) string) map[string]*usage {
 	return out
 }
 
+// usageOf counts what every job holds and waits for, by key.
+func usageOf(ctx context.Context, cn *conn, c *client.Client, key func(*api.Job) string) (map[string]*usage, error) {
+	jobs, err := allJobs(ctx, c, client.JobFilter{})
+	if err != nil {
+		return nil, cn.explain(err, "")
+	}
+	return usageBy(jobs, key), nil
+}
+
 func newGetQueuesCmd(cn *conn) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
@@ -420,50 +490,23 @@ func newGetQueuesCmd(cn *conn) *cobra.Command {
 		Example: `  gpucloud get queues
   gpucloud get queue default -o yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, getFormats...); err != nil {
-				return err
-			}
-			c, err := cn.client()
+			c, err := getClient(cn, output)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			qs, err := c.Queues(ctx)
+			qs, err := listNamed(cn, func() ([]api.Queue, error) { return c.Queues(ctx) }, args, "queue", queueName)
 			if err != nil {
-				return cn.explain(err, "")
-			}
-			if len(args) > 0 {
-				byName := map[string]api.Queue{}
-				for _, q := range qs {
-					byName[q.Metadata.Name] = q
-				}
-				qs = qs[:0:0]
-				for _, a := range args {
-					q, ok := byName[a]
-					if !ok {
-						return fmt.Errorf("queue %q not found", a)
-					}
-					qs = append(qs, q)
-				}
+				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case outJSON, outYAML:
-				if len(args) == 1 {
-					return printObject(out, output, &qs[0])
-				}
-				return printObject(out, output, api.List[api.Queue]{Items: nonNil(qs)})
-			case outName:
-				for _, q := range qs {
-					fmt.Fprintln(out, q.Metadata.Name)
-				}
-				return nil
+			if done, err := printMachine(out, output, qs, len(args) == 1, queueName); done {
+				return err
 			}
-			jobs, err := allJobs(ctx, c, client.JobFilter{})
+			use, err := usageOf(ctx, cn, c, func(j *api.Job) string { return j.Spec.Queue })
 			if err != nil {
-				return cn.explain(err, "")
+				return err
 			}
-			use := usageBy(jobs, func(j *api.Job) string { return j.Spec.Queue })
 			wide := output == outWide
 			h := []string{"NAME", "PARENT", "QUOTA", "GPUS", "RUNNING", "PENDING", "WEIGHT"}
 			if wide {
@@ -510,50 +553,23 @@ func newGetTenantsCmd(cn *conn) *cobra.Command {
 		Example: `  gpucloud get tenants
   gpucloud get tenant default -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, getFormats...); err != nil {
-				return err
-			}
-			c, err := cn.client()
+			c, err := getClient(cn, output)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			ts, err := c.Tenants(ctx)
+			ts, err := listNamed(cn, func() ([]api.Tenant, error) { return c.Tenants(ctx) }, args, "tenant", tenantName)
 			if err != nil {
-				return cn.explain(err, "")
-			}
-			if len(args) > 0 {
-				byName := map[string]api.Tenant{}
-				for _, t := range ts {
-					byName[t.Metadata.Name] = t
-				}
-				ts = ts[:0:0]
-				for _, a := range args {
-					t, ok := byName[a]
-					if !ok {
-						return fmt.Errorf("tenant %q not found", a)
-					}
-					ts = append(ts, t)
-				}
+				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case outJSON, outYAML:
-				if len(args) == 1 {
-					return printObject(out, output, &ts[0])
-				}
-				return printObject(out, output, api.List[api.Tenant]{Items: nonNil(ts)})
-			case outName:
-				for _, t := range ts {
-					fmt.Fprintln(out, t.Metadata.Name)
-				}
-				return nil
+			if done, err := printMachine(out, output, ts, len(args) == 1, tenantName); done {
+				return err
 			}
-			jobs, err := allJobs(ctx, c, client.JobFilter{})
+			use, err := usageOf(ctx, cn, c, func(j *api.Job) string { return j.Metadata.Tenant })
 			if err != nil {
-				return cn.explain(err, "")
+				return err
 			}
-			use := usageBy(jobs, func(j *api.Job) string { return j.Metadata.Tenant })
 			sort.Slice(ts, func(i, j int) bool { return ts[i].Metadata.Name < ts[j].Metadata.Name })
 			now := time.Now()
 			h := []string{"NAME", "DEFAULT-QUEUE", "GPUS", "RUNNING", "PENDING", "JOBS", "AGE"}
