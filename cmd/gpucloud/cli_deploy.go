@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"strconv"
 	"time"
 
@@ -45,13 +44,9 @@ replica of the control plane.`,
 			if len(files) == 0 {
 				return errors.New("no deployment: give -f FILE (or -f - for standard input)")
 			}
-			var deps []*api.Deployment
-			for _, f := range files {
-				ds, err := readDeploymentFile(f, cmd.InOrStdin())
-				if err != nil {
-					return err
-				}
-				deps = append(deps, ds...)
+			deps, err := readFiles(files, cmd.InOrStdin(), readDeploymentFile)
+			if err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if dryRun {
@@ -117,34 +112,15 @@ func getDeployment(cmd *cobra.Command, c *client.Client, name string) (*api.Depl
 
 // readDeploymentFile reads and checks the deployments of a file.
 func readDeploymentFile(path string, stdin io.Reader) ([]*api.Deployment, error) {
-	var data []byte
-	var err error
-	label := path
-	if path == "-" {
-		label = "standard input"
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	docs, where, err := readDocuments(path, stdin, "deployment")
 	if err != nil {
 		return nil, err
 	}
-	docs, err := splitDocuments(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", label, err)
-	}
-	if len(docs) == 0 {
-		return nil, fmt.Errorf("%s: no deployment in it", label)
-	}
 	out := make([]*api.Deployment, 0, len(docs))
 	for i, doc := range docs {
-		where := label
-		if len(docs) > 1 {
-			where = fmt.Sprintf("%s (document %d)", label, i+1)
-		}
 		d, err := api.DecodeDeployment(doc)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+			return nil, fmt.Errorf("%s: %w", where(i), err)
 		}
 		out = append(out, d)
 	}
@@ -162,48 +138,25 @@ func newGetDeploymentsCmd(cn *conn) *cobra.Command {
 		Example: `  gpucloud deploy list
   gpucloud deploy list chat -o yaml`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, getFormats...); err != nil {
-				return err
-			}
-			c, err := cn.client()
+			c, err := getClient(cn, output)
 			if err != nil {
 				return err
 			}
-			var l api.List[api.Deployment]
 			path := "/v1/deployments"
 			if tenant != "" {
 				path += "?tenant=" + url.QueryEscape(tenant)
 			}
-			if err := c.Do(cmd.Context(), "GET", path, nil, &l); err != nil {
-				return cn.explain(err, "")
-			}
-			ds := l.Items
-			if len(args) > 0 {
-				byName := map[string]api.Deployment{}
-				for _, d := range ds {
-					byName[d.Metadata.Name] = d
-				}
-				ds = ds[:0:0]
-				for _, a := range args {
-					d, ok := byName[a]
-					if !ok {
-						return fmt.Errorf("deployment %q not found", a)
-					}
-					ds = append(ds, d)
-				}
+			ds, err := listNamed(cn, func() ([]api.Deployment, error) {
+				var l api.List[api.Deployment]
+				err := c.Do(cmd.Context(), "GET", path, nil, &l)
+				return l.Items, err
+			}, args, "deployment", deploymentName)
+			if err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case outJSON, outYAML:
-				if len(args) == 1 {
-					return printObject(out, output, &ds[0])
-				}
-				return printObject(out, output, api.List[api.Deployment]{Items: nonNil(ds)})
-			case outName:
-				for _, d := range ds {
-					fmt.Fprintln(out, d.Metadata.Name)
-				}
-				return nil
+			if done, err := printMachine(out, output, ds, len(args) == 1, deploymentName); done {
+				return err
 			}
 			return deploymentTable(out, ds, output == outWide, time.Now())
 		},
@@ -212,6 +165,8 @@ func newGetDeploymentsCmd(cn *conn) *cobra.Command {
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's deployments (admin)")
 	return cmd
 }
+
+func deploymentName(d *api.Deployment) string { return d.Metadata.Name }
 
 func deploymentTable(w io.Writer, ds []api.Deployment, wide bool, now time.Time) error {
 	head := []string{"NAME", "READY", "DESIRED", "REPLICAS", "UPDATED", "IN-FLIGHT", "GPUS", "AGE"}

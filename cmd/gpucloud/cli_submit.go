@@ -54,13 +54,9 @@ unless it succeeded.`,
 			if len(files) == 0 {
 				return errors.New("no job: give -f FILE (or -f - for standard input)")
 			}
-			var jobs []*api.Job
-			for _, f := range files {
-				js, err := readJobFile(f, cmd.InOrStdin())
-				if err != nil {
-					return err
-				}
-				jobs = append(jobs, js...)
+			jobs, err := readFiles(files, cmd.InOrStdin(), readJobFile)
+			if err != nil {
+				return err
 			}
 			if name != "" && len(jobs) > 1 {
 				return errors.New("--name: the files hold several jobs")
@@ -163,33 +159,17 @@ unless it succeeded.`,
 // readJobFile reads the jobs of a file ("-": r), checked, with a relative
 // workingDir made absolute against the file's directory.
 func readJobFile(path string, stdin io.Reader) ([]*api.Job, error) {
-	var data []byte
-	var err error
-	base := "."
-	label := path
-	if path == "-" {
-		label = "standard input"
-		data, err = io.ReadAll(stdin)
-	} else {
-		data, err = os.ReadFile(path)
-		base = filepath.Dir(path)
-	}
+	docs, whereDoc, err := readDocuments(path, stdin, "job")
 	if err != nil {
 		return nil, err
 	}
-	docs, err := splitDocuments(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", label, err)
-	}
-	if len(docs) == 0 {
-		return nil, fmt.Errorf("%s: no job in it", label)
+	base := "."
+	if path != "-" {
+		base = filepath.Dir(path)
 	}
 	jobs := make([]*api.Job, 0, len(docs))
 	for i, d := range docs {
-		where := label
-		if len(docs) > 1 {
-			where = fmt.Sprintf("%s (document %d)", label, i+1)
-		}
+		where := whereDoc(i)
 		j, err := api.DecodeJob(d)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
@@ -207,6 +187,50 @@ func readJobFile(path string, stdin io.Reader) ([]*api.Job, error) {
 		jobs = append(jobs, j)
 	}
 	return jobs, nil
+}
+
+// readFiles reads the objects of each file in turn with read, in order.
+func readFiles[T any](files []string, stdin io.Reader, read func(path string, stdin io.Reader) ([]*T, error)) ([]*T, error) {
+	var all []*T
+	for _, f := range files {
+		xs, err := read(f, stdin)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, xs...)
+	}
+	return all, nil
+}
+
+// readDocuments reads the YAML or JSON documents of a file ("-": stdin),
+// at least one. where(i) names document i in errors: the file alone when
+// it holds one, else the file and the document's number.
+func readDocuments(path string, stdin io.Reader, kind string) (docs [][]byte, where func(i int) string, err error) {
+	var data []byte
+	label := path
+	if path == "-" {
+		label = "standard input"
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	docs, err = splitDocuments(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", label, err)
+	}
+	if len(docs) == 0 {
+		return nil, nil, fmt.Errorf("%s: no %s in it", label, kind)
+	}
+	where = func(i int) string {
+		if len(docs) > 1 {
+			return fmt.Sprintf("%s (document %d)", label, i+1)
+		}
+		return label
+	}
+	return docs, where, nil
 }
 
 // splitDocuments cuts a YAML stream at "---"; JSON is one document.
