@@ -89,44 +89,9 @@ func (s *Server) admitDeployment(r *http.Request, d *api.Deployment) error {
 	if d.Status != (api.DeploymentStatus{}) {
 		return fieldErr("status", "is set by the server")
 	}
-	p := principalOf(r)
-	tenant := p.tenant
-	if p.admin() {
-		tenant = d.Metadata.Tenant
-		if tenant == "" {
-			tenant = "default"
-		}
-	} else if d.Metadata.Tenant != "" && d.Metadata.Tenant != p.tenant {
-		return &httpError{code: http.StatusForbidden, msg: "metadata.tenant: a tenant token deploys to its own tenant only"}
-	}
-	lookup := func() (*api.Tenant, string, *api.Queue) {
-		s.st.mu.RLock()
-		defer s.st.mu.RUnlock()
-		t := s.st.tenants[tenant]
-		queue := d.Spec.Queue
-		if queue == "" && t != nil {
-			queue = t.Spec.DefaultQueue
-		}
-		if queue == "" {
-			queue = "default"
-		}
-		return t, queue, s.st.queues[queue]
-	}
-	t, queue, q := lookup()
-	if t == nil || q == nil {
-		if err := s.fresh(r.Context()); err != nil {
-			return err
-		}
-		t, queue, q = lookup()
-	}
-	if t == nil {
-		return fieldErr("metadata.tenant", "no tenant "+tenant)
-	}
-	if q == nil {
-		return fieldErr("spec.queue", "no queue "+queue)
-	}
-	if len(q.Spec.Tenants) > 0 && !contains(q.Spec.Tenants, tenant) {
-		return fieldErr("spec.queue", "tenant "+tenant+" may not submit to queue "+queue)
+	tenant, queue, err := s.tenantQueue(r.Context(), principalOf(r), d.Metadata.Tenant, d.Spec.Queue, "deploys", s.fresh)
+	if err != nil {
+		return err
 	}
 	d.Metadata.Tenant, d.Spec.Queue = tenant, queue
 	return nil
@@ -603,64 +568,24 @@ func (js jobStore) CreateJob(ctx context.Context, j *api.Job) error {
 	s.st.mu.RLock()
 	t, q := s.st.tenants[tenant], s.st.queues[queue]
 	s.st.mu.RUnlock()
-	switch {
-	case t == nil:
-		return fmt.Errorf("no tenant %s", tenant)
-	case q == nil:
-		return fmt.Errorf("no queue %s", queue)
-	case len(q.Spec.Tenants) > 0 && !contains(q.Spec.Tenants, tenant):
-		return fmt.Errorf("tenant %s may not submit to queue %s", tenant, queue)
+	if _, msg := admission(t, q, tenant, queue); msg != "" {
+		return errors.New(msg)
 	}
-	now := time.Now().UTC()
-	j.Metadata.CreatedAt, j.Metadata.ResourceVersion = now, 0
-	j.Status = api.JobStatus{Phase: api.PhasePending, SubmittedAt: now}
-	rev, err := s.createWith(ctx, store.JobsKey+j.Metadata.ID, mustJSON(j),
-		[]clientv3.Cmp{
-			clientv3.Compare(clientv3.CreateRevision(store.TenantsKey+tenant), ">", 0),
-			clientv3.Compare(clientv3.CreateRevision(store.QueuesKey+queue), ">", 0),
-		},
-		eventOp(api.Event{Time: now, Reason: "Submitted", Kind: api.KindJob, Name: j.Metadata.ID, Tenant: tenant,
-			Message: fmt.Sprintf("replica of deployment %s: %d GPUs on queue %s", j.Metadata.Labels[serving.LabelDeployment], j.Spec.GPUsPerReplica, queue)}))
-	if err != nil {
-		return err
-	}
-	s.wrote(rev)
-	s.metrics.submitted.Inc()
-	return nil
+	_, err := s.storeJob(ctx, j,
+		fmt.Sprintf("replica of deployment %s: %d GPUs on queue %s", j.Metadata.Labels[serving.LabelDeployment], j.Spec.GPUsPerReplica, queue))
+	return err
 }
 
+// CancelJob cancels a replica job; one gone or ended already is no error.
 func (js jobStore) CancelJob(ctx context.Context, id, reason string) error {
-	s := js.s
-	for attempt := 0; attempt < 10; attempt++ {
-		kv, err := s.store.Get(ctx, store.JobsKey+id)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var j api.Job
-		if err := json.Unmarshal(kv.Value, &j); err != nil {
-			return err
-		}
-		if j.Status.Phase.Terminal() {
-			return nil
-		}
-		now := time.Now().UTC()
-		j.Status.Phase, j.Status.Reason, j.Status.FinishedAt = api.PhaseCancelled, reason, now
-		j.Metadata.ResourceVersion = 0
-		rev, err := s.store.CAS(ctx, store.JobsKey+id, mustJSON(&j), kv.ModRev,
-			eventOp(api.Event{Time: now, Reason: "Cancelled", Kind: api.KindJob, Name: id, Tenant: j.Metadata.Tenant, Message: reason}))
-		if errors.Is(err, store.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		s.wrote(rev)
+	_, _, err := js.s.cancelStoredJob(ctx, id, reason)
+	switch {
+	case errors.Is(err, store.ErrNotFound): // only Get says so: the job is gone
 		return nil
+	case errors.Is(err, errKeptChanging):
+		return fmt.Errorf("job %s kept changing", id)
 	}
-	return fmt.Errorf("job %s kept changing", id)
+	return err
 }
 
 func (js jobStore) DeleteJob(ctx context.Context, id string) error {
@@ -679,15 +604,7 @@ func (js jobStore) DeleteJob(ctx context.Context, id string) error {
 	if !j.Status.Phase.Terminal() {
 		return fmt.Errorf("job %s is %s", id, j.Status.Phase)
 	}
-	rev, err := s.store.Txn(ctx,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(store.JobsKey+id), "=", kv.ModRev)},
-		[]clientv3.Op{clientv3.OpDelete(store.JobsKey + id), clientv3.OpDelete(store.ReportsKey+id+"/", clientv3.WithPrefix()),
-			clientv3.OpDelete(store.LogsKey+id+"/", clientv3.WithPrefix())})
-	if err != nil {
-		return err
-	}
-	s.wrote(rev)
-	return nil
+	return s.deleteStoredJob(ctx, id, kv.ModRev)
 }
 
 // ListJobs returns the replica jobs of a deployment: jobs with the labels,

@@ -48,20 +48,51 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	if !isZeroStatus(&j.Status) {
 		return fieldErr("status", "is set by the server")
 	}
-	tenant := p.tenant
+	// Made a moment ago? Wait for this replica's own writes.
+	tenant, queue, err := s.tenantQueue(r.Context(), p, j.Metadata.Tenant, j.Spec.Queue, "submits", s.caughtUp)
+	if err != nil {
+		return err
+	}
+	j.Spec.Queue = queue
+	if j.Metadata.ID == "" {
+		j.Metadata.ID = newJobID()
+	}
+	j.Metadata.Tenant = tenant
+	rev, err := s.storeJob(r.Context(), j,
+		fmt.Sprintf("%s: %d x %d GPUs on queue %s", j.Metadata.Name, j.Spec.Replicas, j.Spec.GPUsPerReplica, queue))
+	if errors.Is(err, store.ErrExists) {
+		return errConflict("job %s already exists", j.Metadata.ID)
+	}
+	if err != nil {
+		return err
+	}
+	j.Metadata.ResourceVersion = rev
+	return writeJSON(w, http.StatusCreated, j)
+}
+
+// tenantQueue picks the tenant and queue of an object p submits: an
+// admin's names its tenant ("default" when it does not), a tenant token's
+// is its own (naming another is forbidden: a token "verb" to its own
+// tenant only); the queue is the object's, else the tenant's default
+// queue, else "default". Both must exist and the queue admit the tenant.
+// When the tenant or queue is not in the state, wait runs once (the
+// caller's way of catching up) and they are looked up again.
+func (s *Server) tenantQueue(ctx context.Context, p *principal, tenant, queue, verb string, wait func(context.Context) error) (string, string, error) {
 	if p.admin() {
-		tenant = j.Metadata.Tenant
 		if tenant == "" {
 			tenant = "default"
 		}
-	} else if j.Metadata.Tenant != "" && j.Metadata.Tenant != p.tenant {
-		return &httpError{code: http.StatusForbidden, msg: "metadata.tenant: a tenant token submits to its own tenant only"}
+	} else if tenant != "" && tenant != p.tenant {
+		return "", "", &httpError{code: http.StatusForbidden, msg: "metadata.tenant: a tenant token " + verb + " to its own tenant only"}
+	} else {
+		tenant = p.tenant
 	}
+	asked := queue
 	lookup := func() (*api.Tenant, string, *api.Queue) {
 		s.st.mu.RLock()
 		defer s.st.mu.RUnlock()
 		t := s.st.tenants[tenant]
-		queue := j.Spec.Queue
+		queue := asked
 		if queue == "" && t != nil {
 			queue = t.Spec.DefaultQueue
 		}
@@ -72,49 +103,54 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	t, queue, q := lookup()
 	if t == nil || q == nil {
-		// Made a moment ago? Wait for this replica's own writes.
-		if err := s.caughtUp(r.Context()); err != nil {
-			return err
+		if err := wait(ctx); err != nil {
+			return "", "", err
 		}
 		t, queue, q = lookup()
 	}
-	if t == nil {
-		return fieldErr("metadata.tenant", "no tenant "+tenant)
+	if field, msg := admission(t, q, tenant, queue); field != "" {
+		return "", "", fieldErr(field, msg)
 	}
-	if q == nil {
-		return fieldErr("spec.queue", "no queue "+queue)
+	return tenant, queue, nil
+}
+
+// admission says why tenant may not submit to queue (t and q are those
+// looked up, nil when absent): the field to blame and the message, or ""
+// when it may.
+func admission(t *api.Tenant, q *api.Queue, tenant, queue string) (field, msg string) {
+	switch {
+	case t == nil:
+		return "metadata.tenant", "no tenant " + tenant
+	case q == nil:
+		return "spec.queue", "no queue " + queue
+	case len(q.Spec.Tenants) > 0 && !contains(q.Spec.Tenants, tenant):
+		return "spec.queue", "tenant " + tenant + " may not submit to queue " + queue
 	}
-	if len(q.Spec.Tenants) > 0 && !contains(q.Spec.Tenants, tenant) {
-		return fieldErr("spec.queue", "tenant "+tenant+" may not submit to queue "+queue)
-	}
+	return "", ""
+}
+
+// storeJob records a new job, admitted to its tenant and queue, as
+// Pending, with a Submitted event saying message; the write holds only
+// while the tenant and queue exist. It returns the job's revision
+// (store.ErrExists: its ID is taken).
+func (s *Server) storeJob(ctx context.Context, j *api.Job, message string) (int64, error) {
+	tenant, queue := j.Metadata.Tenant, j.Spec.Queue
 	now := time.Now().UTC()
-	j.Spec.Queue = queue
-	if j.Metadata.ID == "" {
-		j.Metadata.ID = newJobID()
-	}
-	j.Metadata.Tenant = tenant
-	j.Metadata.CreatedAt = now
-	j.Metadata.ResourceVersion = 0
+	j.Metadata.CreatedAt, j.Metadata.ResourceVersion = now, 0
 	j.Status = api.JobStatus{Phase: api.PhasePending, SubmittedAt: now}
-	key := store.JobsKey + j.Metadata.ID
-	rev, err := s.createWith(r.Context(), key, mustJSON(j),
+	rev, err := s.createWith(ctx, store.JobsKey+j.Metadata.ID, mustJSON(j),
 		[]clientv3.Cmp{
 			// The tenant and the queue exist at the moment of the write.
 			clientv3.Compare(clientv3.CreateRevision(store.TenantsKey+tenant), ">", 0),
 			clientv3.Compare(clientv3.CreateRevision(store.QueuesKey+queue), ">", 0),
 		},
-		eventOp(api.Event{Time: now, Reason: "Submitted", Kind: api.KindJob, Name: j.Metadata.ID, Tenant: tenant,
-			Message: fmt.Sprintf("%s: %d x %d GPUs on queue %s", j.Metadata.Name, j.Spec.Replicas, j.Spec.GPUsPerReplica, queue)}))
-	if errors.Is(err, store.ErrExists) {
-		return errConflict("job %s already exists", j.Metadata.ID)
-	}
+		eventOp(api.Event{Time: now, Reason: "Submitted", Kind: api.KindJob, Name: j.Metadata.ID, Tenant: tenant, Message: message}))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.wrote(rev)
-	j.Metadata.ResourceVersion = rev
 	s.metrics.submitted.Inc()
-	return writeJSON(w, http.StatusCreated, j)
+	return rev, nil
 }
 
 // createWith creates key if absent and the extra compares hold; it tells a
@@ -232,38 +268,59 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	if _, _, err := s.visibleJob(r, id); err != nil {
 		return err
 	}
+	j, cancelled, err := s.cancelStoredJob(r.Context(), id, "cancelled by token "+p.token)
+	switch {
+	case errors.Is(err, errKeptChanging):
+		return errConflict("job %s kept changing; retry", id)
+	case err != nil:
+		return err
+	case !cancelled:
+		return errConflict("job %s is already %s", id, j.Status.Phase)
+	}
+	return writeJSON(w, 200, j)
+}
+
+// errKeptChanging: a job changed under every one of cancelStoredJob's tries.
+var errKeptChanging = errors.New("kept changing")
+
+// cancelStoredJob cancels job id with reason, in etcd, with a Cancelled
+// event; a write that lost a race is tried again, 10 times in all
+// (errKeptChanging after). It returns the job as stored then, and whether
+// this call cancelled it (false: it had ended already, and is as it was).
+// A job not in etcd is Get's store.ErrNotFound.
+func (s *Server) cancelStoredJob(ctx context.Context, id, reason string) (*api.Job, bool, error) {
 	for attempt := 0; attempt < 10; attempt++ {
 		// Read from etcd, not the state: the leader may have just
 		// changed the job.
-		kv, err := s.store.Get(r.Context(), store.JobsKey+id)
+		kv, err := s.store.Get(ctx, store.JobsKey+id)
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		var j api.Job
 		if err := json.Unmarshal(kv.Value, &j); err != nil {
-			return err
+			return nil, false, err
 		}
 		if j.Status.Phase.Terminal() {
-			return errConflict("job %s is already %s", id, j.Status.Phase)
+			return &j, false, nil
 		}
 		now := time.Now().UTC()
 		j.Status.Phase = api.PhaseCancelled
-		j.Status.Reason = "cancelled by token " + p.token
+		j.Status.Reason = reason
 		j.Status.FinishedAt = now
 		j.Metadata.ResourceVersion = 0
-		rev, err := s.store.CAS(r.Context(), store.JobsKey+id, mustJSON(&j), kv.ModRev,
-			eventOp(api.Event{Time: now, Reason: "Cancelled", Kind: api.KindJob, Name: id, Tenant: j.Metadata.Tenant, Message: j.Status.Reason}))
+		rev, err := s.store.CAS(ctx, store.JobsKey+id, mustJSON(&j), kv.ModRev,
+			eventOp(api.Event{Time: now, Reason: "Cancelled", Kind: api.KindJob, Name: id, Tenant: j.Metadata.Tenant, Message: reason}))
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		s.wrote(rev)
 		j.Metadata.ResourceVersion = rev
-		return writeJSON(w, 200, &j)
+		return &j, true, nil
 	}
-	return errConflict("job %s kept changing; retry", id)
+	return nil, false, errKeptChanging
 }
 
 func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) error {
@@ -275,7 +332,16 @@ func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) error {
 	if !j.Status.Phase.Terminal() {
 		return errConflict("job %s is %s: cancel it first", id, j.Status.Phase)
 	}
-	rev, err := s.store.Txn(r.Context(),
+	if err := s.deleteStoredJob(r.Context(), id, modRev); err != nil {
+		return err
+	}
+	return writeJSON(w, 200, api.Status{Message: "job " + id + " deleted"})
+}
+
+// deleteStoredJob deletes job id with its reports and logs, if it is
+// still at revision modRev.
+func (s *Server) deleteStoredJob(ctx context.Context, id string, modRev int64) error {
+	rev, err := s.store.Txn(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(store.JobsKey+id), "=", modRev)},
 		[]clientv3.Op{clientv3.OpDelete(store.JobsKey + id), clientv3.OpDelete(store.ReportsKey+id+"/", clientv3.WithPrefix()),
 			clientv3.OpDelete(store.LogsKey+id+"/", clientv3.WithPrefix())})
@@ -283,7 +349,7 @@ func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.wrote(rev)
-	return writeJSON(w, 200, api.Status{Message: "job " + id + " deleted"})
+	return nil
 }
 
 func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) error {
