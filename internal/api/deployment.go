@@ -168,49 +168,14 @@ func ValidateDeployment(d *Deployment) error {
 	if s.Queue != "" {
 		checkName(&e, "spec.queue", s.Queue)
 	}
-	switch {
-	case s.GPUsPerReplica < 1:
-		e.add("spec.gpusPerReplica", "must be at least 1")
-	case s.GPUsPerReplica > MaxGPUsPerReplica:
-		e.add("spec.gpusPerReplica", "must be at most %d", MaxGPUsPerReplica)
-	}
+	checkGPUsPerReplica(&e, s.GPUsPerReplica)
 	if tp := s.TensorParallel; tp < 0 || (tp > 0 && s.GPUsPerReplica > 0 && s.GPUsPerReplica%tp != 0) {
 		e.add("spec.tensorParallel", "must divide spec.gpusPerReplica (%d)", s.GPUsPerReplica)
 	}
 	if len(s.GPUModel) > 63 {
 		e.add("spec.gpuModel", "must be at most 63 characters")
 	}
-	if len(s.Command) == 0 {
-		e.add("spec.command", "must not be empty")
-	} else if s.Command[0] == "" {
-		e.add("spec.command[0]", "must not be empty")
-	}
-	n := 0
-	for _, c := range s.Command {
-		n += len(c)
-	}
-	if n > MaxCommandBytes {
-		e.add("spec.command", "must be at most %d bytes", MaxCommandBytes)
-	}
-	if len(s.Env) > MaxEnvVars {
-		e.add("spec.env", "at most %d variables", MaxEnvVars)
-	}
-	n = 0
-	for k, v := range s.Env {
-		n += len(k) + len(v)
-		switch {
-		case !envKeyRE.MatchString(k):
-			e.add("spec.env."+k, "must be a shell variable name")
-		case reservedEnv[k] || deploymentEnv[k]:
-			e.add("spec.env."+k, "is set by gpucloud for every replica")
-		}
-	}
-	if n > MaxEnvBytes {
-		e.add("spec.env", "must be at most %d bytes", MaxEnvBytes)
-	}
-	if len(s.WorkingDir) > 4096 {
-		e.add("spec.workingDir", "must be at most 4096 bytes")
-	}
+	checkProcess(&e, s.Command, s.Env, s.WorkingDir, func(k string) bool { return reservedEnv[k] || deploymentEnv[k] }, "replica")
 	r := s.Replicas
 	switch {
 	case r.Min < 0:

@@ -167,12 +167,7 @@ func ValidateJob(j *Job) error {
 	if s.MinReplicas < 0 || s.MinReplicas > s.Replicas {
 		e.add("spec.minReplicas", "must be between 0 and spec.replicas (%d)", s.Replicas)
 	}
-	switch {
-	case s.GPUsPerReplica < 1:
-		e.add("spec.gpusPerReplica", "must be at least 1")
-	case s.GPUsPerReplica > MaxGPUsPerReplica:
-		e.add("spec.gpusPerReplica", "must be at most %d", MaxGPUsPerReplica)
-	}
+	checkGPUsPerReplica(&e, s.GPUsPerReplica)
 	if s.TensorParallel < 0 || (s.TensorParallel > 0 && s.GPUsPerReplica > 0 && s.TensorParallel > s.GPUsPerReplica*max(s.Replicas, 1)) {
 		e.add("spec.tensorParallel", "must be between 0 and the gang's GPUs")
 	}
@@ -184,37 +179,7 @@ func ValidateJob(j *Job) error {
 	default:
 		e.add("spec.launch", "must be %q or %q", LaunchPerNode, LaunchPerGPU)
 	}
-	if len(s.Command) == 0 {
-		e.add("spec.command", "must not be empty")
-	} else if s.Command[0] == "" {
-		e.add("spec.command[0]", "must not be empty")
-	}
-	n := 0
-	for _, c := range s.Command {
-		n += len(c)
-	}
-	if n > MaxCommandBytes {
-		e.add("spec.command", "must be at most %d bytes", MaxCommandBytes)
-	}
-	if len(s.Env) > MaxEnvVars {
-		e.add("spec.env", "at most %d variables", MaxEnvVars)
-	}
-	n = 0
-	for k, v := range s.Env {
-		n += len(k) + len(v)
-		switch {
-		case !envKeyRE.MatchString(k):
-			e.add("spec.env."+k, "must be a shell variable name")
-		case reservedEnv[k]:
-			e.add("spec.env."+k, "is set by gpucloud for every rank")
-		}
-	}
-	if n > MaxEnvBytes {
-		e.add("spec.env", "must be at most %d bytes", MaxEnvBytes)
-	}
-	if len(s.WorkingDir) > 4096 {
-		e.add("spec.workingDir", "must be at most 4096 bytes")
-	}
+	checkProcess(&e, s.Command, s.Env, s.WorkingDir, func(k string) bool { return reservedEnv[k] }, "rank")
 	if m := s.RestartPolicy.MaxRestarts; m < 0 || m > MaxMaxRestarts {
 		e.add("spec.restartPolicy.maxRestarts", "must be between 0 and %d", MaxMaxRestarts)
 	}
@@ -227,6 +192,52 @@ func ValidateJob(j *Job) error {
 		e.add("spec.checkpointInterval", "must not be negative")
 	}
 	return e.err()
+}
+
+func checkGPUsPerReplica(e *errs, n int) {
+	switch {
+	case n < 1:
+		e.add("spec.gpusPerReplica", "must be at least 1")
+	case n > MaxGPUsPerReplica:
+		e.add("spec.gpusPerReplica", "must be at most %d", MaxGPUsPerReplica)
+	}
+}
+
+// checkProcess checks what a job's ranks or a deployment's replicas run:
+// spec.command, spec.env and spec.workingDir. reserved tells the variables
+// gpucloud sets for every one of them (the "unit": rank or replica).
+func checkProcess(e *errs, command []string, env map[string]string, workingDir string, reserved func(string) bool, unit string) {
+	if len(command) == 0 {
+		e.add("spec.command", "must not be empty")
+	} else if command[0] == "" {
+		e.add("spec.command[0]", "must not be empty")
+	}
+	n := 0
+	for _, c := range command {
+		n += len(c)
+	}
+	if n > MaxCommandBytes {
+		e.add("spec.command", "must be at most %d bytes", MaxCommandBytes)
+	}
+	if len(env) > MaxEnvVars {
+		e.add("spec.env", "at most %d variables", MaxEnvVars)
+	}
+	n = 0
+	for k, v := range env {
+		n += len(k) + len(v)
+		switch {
+		case !envKeyRE.MatchString(k):
+			e.add("spec.env."+k, "must be a shell variable name")
+		case reserved(k):
+			e.add("spec.env."+k, "is set by gpucloud for every %s", unit)
+		}
+	}
+	if n > MaxEnvBytes {
+		e.add("spec.env", "must be at most %d bytes", MaxEnvBytes)
+	}
+	if len(workingDir) > 4096 {
+		e.add("spec.workingDir", "must be at most 4096 bytes")
+	}
 }
 
 // TopologyLevels are the levels a job may require or prefer.
