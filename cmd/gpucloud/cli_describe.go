@@ -142,6 +142,12 @@ func describeJob(w io.Writer, j *api.Job, nodes []api.Node, evs []api.Event, now
 			return err
 		}
 	}
+	return writeEvents(w, evs, now)
+}
+
+// writeEvents ends a description with its events, oldest first (evs is
+// sorted in place).
+func writeEvents(w io.Writer, evs []api.Event, now time.Time) error {
 	fmt.Fprintln(w, "\nEvents:")
 	if len(evs) == 0 {
 		fmt.Fprintln(w, "  none in the last hour")
@@ -372,19 +378,5 @@ func describeNode(w io.Writer, n *api.Node, running []api.Job, evs []api.Event, 
 			return err
 		}
 	}
-	fmt.Fprintln(w, "\nEvents:")
-	if len(evs) == 0 {
-		fmt.Fprintln(w, "  none in the last hour")
-		return nil
-	}
-	sort.SliceStable(evs, func(a, b int) bool { return evs[a].Time.Before(evs[b].Time) })
-	et := newTable(w, "  AGE", "TYPE", "REASON", "MESSAGE")
-	for _, e := range evs {
-		typ := e.Type
-		if typ == "" {
-			typ = "Normal"
-		}
-		et.row("  "+age(e.Time, now), typ, e.Reason, oneLine(e.Message, 160))
-	}
-	return et.flush()
+	return writeEvents(w, evs, now)
 }
