@@ -36,7 +36,7 @@ type simOptions struct {
 	gpuRate, nodeRate       float64
 	repair                  time.Duration
 	checkpoint, overhead    time.Duration
-	interval                time.Duration
+	interval, minGap        time.Duration
 	slowdown, estimate      float64
 	maxTime                 time.Duration
 	seed                    uint64
@@ -94,6 +94,7 @@ checkpoint_s, in any order. See docs/simulator.md.`,
 	f.DurationVar(&o.checkpoint, "checkpoint", sim.DefaultCheckpoint, "checkpoint interval of jobs that name none (0: never)")
 	f.DurationVar(&o.overhead, "restart-overhead", sim.DefaultRestartOverhead, "time a job holds its GPUs before progressing after an interruption")
 	f.DurationVar(&o.interval, "interval", sim.DefaultInterval, "period of the scheduling cycle while jobs wait (cycles also follow every event)")
+	f.DurationVar(&o.minGap, "min-cycle-gap", 0, "keep event-driven cycles this far apart, as the server does (0: a cycle after every instant with events)")
 	f.Float64Var(&o.slowdown, "slowdown", sim.DefaultSlowdown, "a gang on more leaf switches than needed runs (1+slowdown) times as long")
 	f.Float64Var(&o.estimate, "estimate-factor", 1, "run time declared to the scheduler, as a multiple of the true duration (0: none)")
 	f.DurationVar(&o.maxTime, "max-time", 0, "stop at this simulated time (0: when every job is done)")
@@ -148,6 +149,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 			cfg.Checkpoint = o.checkpoint
 			cfg.RestartOverhead = o.overhead
 			cfg.Interval = o.interval
+			cfg.MinCycleGap = o.minGap
 			cfg.Slowdown = o.slowdown
 			cfg.EstimateFactor = o.estimate
 			cfg.MaxTime = o.maxTime

@@ -72,6 +72,11 @@ type Config struct {
 	// time-driven decisions (priority bands, fair-share decay, back-off)
 	// happen.
 	Interval time.Duration
+	// MinCycleGap keeps cycles triggered by events at least this far apart,
+	// as the server keeps its cycles half its interval apart so that bursts
+	// are handled together. 0 runs a cycle after every instant at which
+	// something happened (a server with a very short interval).
+	MinCycleGap time.Duration
 	// Slowdown stretches a job placed across more leaf switches than the
 	// fewest that could hold it: it runs (1+Slowdown) times as long.
 	Slowdown float64
@@ -131,6 +136,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Interval <= 0:
 		return fmt.Errorf("scheduling interval must be positive, got %v", c.Interval)
+	case c.MinCycleGap < 0:
+		return fmt.Errorf("minimum cycle gap must be zero or positive, got %v", c.MinCycleGap)
 	case c.Slowdown < 0 || math.IsNaN(c.Slowdown) || math.IsInf(c.Slowdown, 0):
 		return fmt.Errorf("slowdown must be zero or positive, got %v", c.Slowdown)
 	case c.Checkpoint < 0:

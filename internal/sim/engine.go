@@ -89,7 +89,7 @@ type engine struct {
 
 	waiting, running, alloc int
 	dirty, tickPending      bool
-	lastCycle               time.Duration
+	lastCycle, tickAt       time.Duration
 	placedThisStep          bool
 	stuckSince              time.Duration
 	stuck                   bool
@@ -195,8 +195,8 @@ func (e *engine) run() (*Result, error) {
 				break
 			}
 		}
-		if e.dirty && e.err == nil {
-			e.cycle()
+		if e.err == nil {
+			e.endInstant()
 		}
 		e.util.set(t, float64(e.alloc)/float64(e.fleetGPUs))
 		e.qlen.set(t, float64(e.waiting))
@@ -265,12 +265,12 @@ func (e *engine) handle(ev event) {
 	case evRepair:
 		e.repairNode(topology.NodeID(ev.node))
 	case evTick:
+		if !e.tickPending || ev.at != e.tickAt {
+			return // superseded by an earlier tick
+		}
 		e.tickPending = false
-		if e.waiting > 0 {
-			if e.now-e.lastCycle >= e.cfg.Interval {
-				e.dirty = true
-			}
-			e.ensureTick()
+		if e.waiting > 0 && e.now-e.lastCycle >= e.cfg.Interval {
+			e.dirty = true
 		}
 	}
 }
@@ -295,18 +295,35 @@ func (e *engine) pushFailure() {
 	e.q.push(event{at: at, kind: evFailure, node: int32(n), epoch: uint32(cause)})
 }
 
-// ensureTick arms the periodic cycle: while jobs wait, a cycle runs at
-// least every interval, counted from the last cycle whatever caused it.
-func (e *engine) ensureTick() {
-	if e.tickPending {
+// endInstant runs the scheduling cycle after the events of an instant when
+// something changed, unless the last cycle is closer than MinCycleGap (the
+// server's pacing: bursts are handled together), and arms the tick: the
+// deferred cycle, or, while jobs wait, a cycle at least every interval
+// counted from the last one, whatever caused it.
+func (e *engine) endInstant() {
+	if e.dirty {
+		if gap := e.cfg.MinCycleGap; gap > 0 && e.cycles > 0 && e.now-e.lastCycle < gap {
+			e.armTick(e.lastCycle + gap)
+		} else {
+			e.cycle()
+		}
+	}
+	if e.waiting > 0 {
+		at := e.lastCycle + e.cfg.Interval
+		if at <= e.now {
+			at = e.now + e.cfg.Interval
+		}
+		e.armTick(at)
+	}
+}
+
+// armTick makes sure a tick comes at or before at.
+func (e *engine) armTick(at time.Duration) {
+	if e.tickPending && e.tickAt <= at {
 		return
 	}
-	at := e.lastCycle + e.cfg.Interval
-	if at <= e.now {
-		at = e.now + e.cfg.Interval
-	}
+	e.tickAt, e.tickPending = at, true
 	e.q.push(event{at: at, kind: evTick})
-	e.tickPending = true
 }
 
 // shape splits a job into replicas: gpus_per_node when the job names it,
@@ -379,7 +396,6 @@ func (e *engine) submit(w workload.Job) {
 	e.res.MaxInFlight = max(e.res.MaxInFlight, len(e.jobs))
 	e.waiting++
 	e.dirty = true
-	e.ensureTick()
 }
 
 func (e *engine) neverFit(id, why string) {
@@ -556,7 +572,6 @@ func (e *engine) stop(j *jobRun, cause lossCause, orderly bool) {
 func (e *engine) requeue(j *jobRun) {
 	e.waiting++
 	j.waitSince = e.now
-	e.ensureTick()
 }
 
 func (e *engine) finish(j *jobRun) {

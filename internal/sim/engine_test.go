@@ -422,3 +422,40 @@ func TestPlots(t *testing.T) {
 		}
 	}
 }
+
+// TestMinCycleGap: with the server's pacing, a job that arrives 10 s after
+// a cycle waits for the next one, 30 s after the last; a cycle still
+// follows every change eventually.
+func TestMinCycleGap(t *testing.T) {
+	f := fleet(t, 8)
+	cfg := quiet(f, PolicyFIFO)
+	cfg.MinCycleGap = 30 * time.Second
+	var cycles []time.Duration
+	e, _, err := newRun(cfg, jobsInput(job("a", 0, time.Hour, 1), job("b", 10*time.Second, time.Hour, 1),
+		job("c", 100*time.Second, time.Hour, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.observe = func(now time.Duration) {
+		if len(cycles) == 0 || e.lastCycle != cycles[len(cycles)-1] {
+			cycles = append(cycles, e.lastCycle)
+		}
+	}
+	r, err := e.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a starts at 0; b arrives 10 s later and waits for the cycle at 30 s;
+	// c arrives 70 s after that cycle and starts at once.
+	if want := 20.0 / 3; math.Abs(r.AvgQueue-want) > 1e-9 {
+		t.Errorf("avg queue %v s, want %v", r.AvgQueue, want)
+	}
+	for i := 1; i < len(cycles); i++ {
+		if cycles[i]-cycles[i-1] < 30*time.Second {
+			t.Errorf("cycles at %v and %v: closer than the gap", cycles[i-1], cycles[i])
+		}
+	}
+	if r.Completed != 3 {
+		t.Errorf("completed %d", r.Completed)
+	}
+}
