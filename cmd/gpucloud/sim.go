@@ -32,6 +32,7 @@ type simOptions struct {
 	preset, gpus, fabric, fabricFormat string
 
 	policy, compare, queues string
+	queueFile               string
 	failures                string
 	gpuRate, nodeRate       float64
 	repair                  time.Duration
@@ -87,6 +88,7 @@ checkpoint_s, in any order. See docs/simulator.md.`,
 	f.StringVar(&o.policy, "policy", "default", "scheduling policy: fifo|backfill|las|drf|default")
 	f.StringVar(&o.compare, "compare", "", "run several policies on the same input (a list, or all)")
 	f.StringVar(&o.queues, "queues", string(sim.QueuesTenant), "tenant: a queue per tenant with an equal guarantee; shared: one queue, fair share between tenants")
+	f.StringVar(&o.queueFile, "queue-file", "", "queue tree from a CSV (name,parent,guaranteed,borrow_limit,weight; GPUs or 25%); a tenant's jobs go to the leaf of its name, else to the leaf default")
 	f.StringVar(&o.failures, "failures", "on", "node failures: on|off")
 	f.Float64Var(&o.gpuRate, "gpu-failure-rate", def.GPURate, "GPU-caused interruptions per GPU-hour (default: Llama 3)")
 	f.Float64Var(&o.nodeRate, "node-failure-rate", def.NodeRate, "other interruptions per node-hour (default: Llama 3)")
@@ -120,6 +122,12 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 	if err != nil {
 		return err
 	}
+	var tree []sim.QueueSpec
+	if o.queueFile != "" {
+		if tree, err = sim.LoadQueues(o.queueFile); err != nil {
+			return err
+		}
+	}
 	fm := sim.FailureModel{Enabled: true, GPURate: o.gpuRate, NodeRate: o.nodeRate, Repair: o.repair}
 	switch o.failures {
 	case "on":
@@ -145,6 +153,7 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 			cfg := sim.DefaultConfig(f)
 			cfg.Policy = p
 			cfg.Queues = queues
+			cfg.QueueTree = tree
 			cfg.Failures = fm
 			cfg.Checkpoint = o.checkpoint
 			cfg.RestartOverhead = o.overhead

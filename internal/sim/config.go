@@ -92,8 +92,11 @@ type Config struct {
 	// (what backfill plans with): its true duration times this factor; 0
 	// declares none.
 	EstimateFactor float64
-	// Queues says how tenants map to the scheduler's queues.
-	Queues QueueMode
+	// Queues says how tenants map to the scheduler's queues, unless
+	// QueueTree gives the tree: then a tenant's jobs go to the leaf queue
+	// of its name, or to the leaf queue "default".
+	Queues    QueueMode
+	QueueTree []QueueSpec
 	// Seed drives the failures.
 	Seed uint64
 	// MaxTime stops the run at this simulated time (0: no limit); jobs still

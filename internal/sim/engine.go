@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"strings"
 	"time"
 
 	"gpucloud/internal/sched"
@@ -115,9 +116,9 @@ type engine struct {
 }
 
 type tenantAcc struct {
-	name                      string
-	completed                 int
-	jct, queue, gpuSec, speed float64
+	name, queue                string
+	completed                  int
+	jct, queued, gpuSec, speed float64
 }
 
 // errStuck ends a run whose waiting jobs the scheduler will not place on
@@ -151,12 +152,9 @@ func newEngine(s scheduler, cfg Config, in Input) (*engine, error) {
 			e.tenants = append(e.tenants, tenantAcc{name: t})
 		}
 	}
-	var qs []sched.Queue // empty: the scheduler's one default queue
-	if cfg.Queues == QueuesTenant {
-		share := e.fleetGPUs / max(len(e.tenants), 1)
-		for _, t := range e.tenants {
-			qs = append(qs, sched.Queue{Name: t.name, Guaranteed: share, BorrowLimit: -1, Weight: 1})
-		}
+	qs, err := e.queueTree()
+	if err != nil {
+		return nil, err
 	}
 	if err := s.SetQueues(qs); err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
@@ -166,6 +164,52 @@ func newEngine(s scheduler, cfg Config, in Input) (*engine, error) {
 		e.prog = newProgress(cfg.Progress, cfg.Label, in.Jobs)
 	}
 	return e, nil
+}
+
+// queueTree builds the scheduler's queue tree and says which queue each
+// tenant's jobs go to.
+func (e *engine) queueTree() ([]sched.Queue, error) {
+	if e.cfg.QueueTree != nil {
+		qs := resolveQueues(e.cfg.QueueTree, e.fleetGPUs)
+		leaf := map[string]bool{}
+		for _, q := range qs {
+			leaf[q.Name] = true
+		}
+		for _, q := range qs {
+			delete(leaf, q.Parent)
+		}
+		var missing []string
+		for i := range e.tenants {
+			t := &e.tenants[i]
+			switch {
+			case leaf[t.name]:
+				t.queue = t.name
+			case leaf[sched.DefaultQueue]:
+				t.queue = sched.DefaultQueue
+			default:
+				missing = append(missing, t.name)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("queues: tenants %s have no leaf queue of their name, and there is no leaf queue %q for them",
+				strings.Join(missing, ", "), sched.DefaultQueue)
+		}
+		return qs, nil
+	}
+	if e.cfg.Queues == QueuesShared {
+		for i := range e.tenants {
+			e.tenants[i].queue = sched.DefaultQueue
+		}
+		return nil, nil // the scheduler's one queue, guaranteed the whole fleet
+	}
+	share := e.fleetGPUs / max(len(e.tenants), 1)
+	qs := make([]sched.Queue, 0, len(e.tenants))
+	for i := range e.tenants {
+		t := &e.tenants[i]
+		t.queue = t.name
+		qs = append(qs, sched.Queue{Name: t.name, Guaranteed: share, BorrowLimit: -1, Weight: 1})
+	}
+	return qs, nil
 }
 
 // at is the wall time the scheduler sees for simulated offset d.
@@ -381,9 +425,7 @@ func (e *engine) submit(w workload.Job) {
 		CheckpointInterval: ckpt,
 		Submitted:          e.at(e.now),
 	}
-	if e.cfg.Queues == QueuesTenant {
-		sj.Queue = w.Tenant
-	}
+	sj.Queue = e.tenants[ti].queue
 	if err := e.s.Submit(sj); err != nil {
 		e.neverFit(w.ID, err.Error())
 		return
@@ -601,7 +643,7 @@ func (e *engine) finish(j *jobRun) {
 	t := &e.tenants[j.tenant]
 	t.completed++
 	t.jct += jct
-	t.queue += j.queued.Seconds()
+	t.queued += j.queued.Seconds()
 	t.gpuSec += j.duration.Seconds() * float64(j.gpus)
 	t.speed += speed
 }
@@ -683,7 +725,7 @@ func (e *engine) result(wall time.Duration) *Result {
 		c := float64(t.completed)
 		speeds = append(speeds, t.speed/c)
 		r.Tenants = append(r.Tenants, TenantResult{Name: t.name, Completed: t.completed, AvgJCT: t.jct / c,
-			AvgQueue: t.queue / c, GPUHours: t.gpuSec / h, Speed: t.speed / c})
+			AvgQueue: t.queued / c, GPUHours: t.gpuSec / h, Speed: t.speed / c})
 	}
 	r.JainFairness = jain(speeds)
 	r.Cycles, r.Events = e.cycles, e.events

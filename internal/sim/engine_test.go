@@ -459,3 +459,48 @@ func TestMinCycleGap(t *testing.T) {
 		t.Errorf("completed %d", r.Completed)
 	}
 }
+
+func TestQueueFile(t *testing.T) {
+	specs, err := ParseQueues("q.csv", strings.NewReader("name,parent,guaranteed,borrow_limit,weight\norg,,75%,,\nresearch,org,50%,-1,2\nprod,org,16,0,\ndefault,,25%,,\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := resolveQueues(specs, 64)
+	want := []sched.Queue{
+		{Name: "org", Guaranteed: 48, BorrowLimit: -1, Weight: 1},
+		{Name: "research", Parent: "org", Guaranteed: 32, BorrowLimit: -1, Weight: 2},
+		{Name: "prod", Parent: "org", Guaranteed: 16, BorrowLimit: 0, Weight: 1},
+		{Name: "default", Guaranteed: 16, BorrowLimit: -1, Weight: 1},
+	}
+	if d := gocmp.Diff(want, got); d != "" {
+		t.Errorf("queues (-want +got):\n%s", d)
+	}
+	// research and prod jobs go to their leaves, others to default; prod
+	// may not borrow, so its 32-GPU job can never run.
+	js := []workload.Job{job("r", 0, time.Hour, 8), job("p", 1, time.Hour, 32), job("x", 2, time.Hour, 8)}
+	js[0].Tenant, js[1].Tenant, js[2].Tenant = "research", "prod", "someone"
+	cfg := quiet(fleet(t, 64), PolicyDefault)
+	cfg.QueueTree = specs
+	r := runWith(t, cfg, jobsInput(js...), nil, nil)
+	if r.Completed != 2 || r.NeverFit != 1 || !strings.Contains(r.NeverFitReasons[0], "prod") {
+		t.Errorf("completed %d, never fit %d %q", r.Completed, r.NeverFit, r.NeverFitReasons)
+	}
+	// Without a default leaf, a tenant without a queue is an error.
+	cfg.QueueTree = specs[:3]
+	if _, err := Run(cfg, jobsInput(js...)); err == nil || !strings.Contains(err.Error(), "someone") {
+		t.Errorf("got %v, want an error naming the tenant without a queue", err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"parent\norg\n", "q.csv:1: column name: required"},
+		{"name,color\na,red\n", "q.csv:1: column color"},
+		{"name,guaranteed\na,lots\n", "q.csv:2: column guaranteed"},
+		{"name,guaranteed\na,120%\n", "q.csv:2: column guaranteed"},
+		{"name,weight\na,0\n", "q.csv:2: column weight"},
+		{"name\na\na\n", "q.csv:3: column name: queue \"a\" already defined on line 2"},
+		{"name\n", "no queues"},
+	} {
+		if _, err := ParseQueues("q.csv", strings.NewReader(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}
