@@ -9,73 +9,95 @@ import (
 // style: the running jobs are released, in the order they are expected to
 // end, on a copy of the snapshot until the head fits. The head's start
 // time is the expected end of the last job released; its placement there
-// (the shadow) is held for the rest of the cycle in a second view, so
-// later jobs backfill only where they do not delay it. Jobs without a
-// runtime estimate are assumed to run forever, released last, oldest
-// first; a reservation that needs one of them has an unknown start, and
-// then only jobs outside the shadow may start.
+// (the shadow) is held in a second view, so later jobs backfill only where
+// they do not delay it. Jobs without a runtime estimate are assumed to run
+// forever, released last, oldest first; a reservation that needs one of
+// them has an unknown start, and then only jobs outside the shadow may
+// start. The reservation stands across cycles while nothing changes that
+// could move it (reservation.go).
 func (c *cycle) reserve(j *job) {
 	c.resTries++
 	s := c.s
+	if r := s.reservationFor(j, c.now); r != nil {
+		c.hold(r)
+		return
+	}
+	if s.knownNone(j, c.now) {
+		j.wait = wait{code: wNoReservation, ms: j.wait.ms}
+		return
+	}
 	rq := j.request(j.spec.Replicas)
 	if !s.pl.mayFitEmpty(s.v, &rq) {
 		return
 	}
-	order := slices.Clone(s.run)
-	end := func(r *job) (time.Time, bool) {
-		if r.spec.Runtime <= 0 {
-			return time.Time{}, true
-		}
-		e := r.started.Add(r.spec.Runtime)
-		if e.Before(c.now) {
-			e = c.now // overran its estimate: it may end any moment
-		}
-		return e, false
-	}
-	slices.SortFunc(order, func(a, b *job) int {
-		ea, ia := end(a)
-		eb, ib := end(b)
-		switch {
-		case ia != ib:
-			if ia {
-				return 1
-			}
-			return -1
-		case !ia && !ea.Equal(eb):
-			return ea.Compare(eb)
-		case ia && !a.started.Equal(b.started):
-			return a.started.Compare(b.started)
-		}
-		return jobCmp(a, b)
-	})
-	sim := s.v.clone()
-	var shadow *Placement
-	var t time.Time
-	var inf bool
-	for i, r := range order {
-		sim.releaseAll(r.pl.Nodes)
-		e, ei := end(r)
-		if i+1 < len(order) {
-			if e2, ei2 := end(order[i+1]); ei == ei2 && !ei && e2.Equal(e) {
-				continue // release everything that ends at the same time first
-			}
-		}
-		if !s.pl.mayFit(sim, &rq) {
-			continue
-		}
-		if p, _ := s.pl.place(sim, &rq); p != nil {
-			shadow, t, inf = p, e, ei
-			break
-		}
-	}
+	t, inf, shadow := s.walkEnds(&rq, c.now)
 	if shadow == nil {
+		s.noReservation(c.now, j)
 		j.wait = wait{code: wNoReservation, ms: j.wait.ms}
 		return
 	}
-	c.head, c.resT, c.resInf, c.shadow = j, t, inf, shadow.Nodes
-	c.held = s.v.clone()
-	c.holdToo(shadow.Nodes)
-	j.wait = wait{code: wReserved, t: t, inf: inf, n1: int64(len(shadow.Nodes))}
+	s.setReservation(c.now, j, t, inf, shadow.Nodes)
+	c.hold(s.res)
+}
+
+// hold applies reservation r to the rest of the cycle.
+func (c *cycle) hold(r *standing) {
+	c.head, c.resT, c.resInf, c.shadow = r.head, r.t, r.inf, r.shadow
+	r.head.wait = wait{code: wReserved, t: r.t, inf: r.inf, n1: int64(len(r.shadow))}
+}
+
+// holdView is the hold view of the cycle's reservation, or nil when a
+// change during the cycle dropped it (then only jobs that end before the
+// reserved start may still start: they cannot delay it).
+func (c *cycle) holdView() *view {
+	if r := c.s.res; r != nil && r.head == c.head && r.shadow != nil {
+		return c.s.holdView()
+	}
+	return nil
+}
+
+// walkEnds releases the running jobs by expected end, in a copy of the
+// view, and stops at the first end after which rq fits: jobs that overran
+// their estimate may end any moment (now); jobs that end together are
+// released together; jobs without a runtime come last, the longest-running
+// first (then the start is unknown: inf).
+func (s *Scheduler) walkEnds(rq *request, at time.Time) (t time.Time, inf bool, shadow *Placement) {
+	sim := s.v.clone()
+	fits := func() bool {
+		if !s.pl.mayFit(sim, rq) {
+			return false
+		}
+		shadow, _ = s.pl.place(sim, rq)
+		return shadow != nil
+	}
+	now := at.UnixNano()
+	group, open := int64(0), false
+	s.ends.ascend(func(r *job) bool {
+		e := max(r.end, now)
+		if open && e != group && fits() {
+			return false
+		}
+		sim.releaseAll(r.pl.Nodes)
+		group, open = e, true
+		return true
+	})
+	if shadow != nil || (open && fits()) {
+		return time.Unix(0, group).In(at.Location()), false, shadow
+	}
+	var rest []*job
+	for _, r := range s.run {
+		if r.spec.Runtime <= 0 {
+			rest = append(rest, r)
+		}
+	}
+	slices.SortFunc(rest, startCmp)
+	for _, r := range rest {
+		sim.releaseAll(r.pl.Nodes)
+		if fits() {
+			return time.Time{}, true, shadow
+		}
+	}
+	return time.Time{}, false, nil
 }
 
 // backfill tries a job behind the reservation: one that surely ends before
@@ -89,7 +111,12 @@ func (c *cycle) backfill(j *job, lo, hi int) {
 		}
 		return
 	}
-	if c.allocate(j, c.held, lo, hi) {
+	held := c.holdView()
+	if held == nil {
+		j.wait = wait{code: wBackfill, job: c.head.spec.ID, t: c.resT, inf: c.resInf}
+		return
+	}
+	if c.allocate(j, held, lo, hi) {
 		c.out[len(c.out)-1].Reason = "backfill: outside the reservation of job " + c.head.spec.ID
 		return
 	}

@@ -60,6 +60,12 @@ func (s *Scheduler) Check() error {
 			cur[a] += int64(g)
 		}
 	}
+	if err := s.checkEnds(); err != nil {
+		return err
+	}
+	if err := s.checkHold(); err != nil {
+		return err
+	}
 	for _, j := range s.pend {
 		if j.state != statePending || s.jobs[j.spec.ID] != j {
 			return fmt.Errorf("job %s: on the pending list but not pending", j.spec.ID)
@@ -115,6 +121,27 @@ func (v *view) checkIndex() error {
 				return fmt.Errorf("state capacity drifted")
 			}
 		}
+	}
+	return nil
+}
+
+// checkEnds compares the index of expected ends with the running jobs.
+func (s *Scheduler) checkEnds() error {
+	n := 0
+	for _, j := range s.run {
+		if j.spec.Runtime <= 0 {
+			continue
+		}
+		n++
+		if j.end != expectedEnd(j.started, j.spec.Runtime) {
+			return fmt.Errorf("job %s: indexed end %d, start plus runtime is %d", j.spec.ID, j.end, expectedEnd(j.started, j.spec.Runtime))
+		}
+		if !s.ends.t.Has(j) {
+			return fmt.Errorf("job %s: running with a runtime but missing from the end index", j.spec.ID)
+		}
+	}
+	if s.ends.len() != n {
+		return fmt.Errorf("end index holds %d jobs, %d running jobs have a runtime", s.ends.len(), n)
 	}
 	return nil
 }

@@ -57,6 +57,7 @@ func (s *Scheduler) Clone() *Scheduler {
 	for _, j := range s.run {
 		c.run = append(c.run, jmap[j])
 	}
+	c.ends = s.ends.cloneMapped(func(j *job) *job { return jmap[j] })
 	for _, q := range s.qt.all {
 		for _, j := range q.running {
 			qmap[q].running = append(qmap[q].running, jmap[j])
@@ -73,6 +74,16 @@ func (s *Scheduler) Clone() *Scheduler {
 	}
 	for j := range s.shrunk {
 		c.shrunk[jmap[j]] = struct{}{}
+	}
+	if r := s.res; r != nil {
+		c.res = &standing{at: r.at, head: jmap[r.head], t: r.t, inf: r.inf, shadow: r.shadow}
+		for _, x := range r.none {
+			c.res.none = append(c.res.none, noneAt{jmap[x.j], x.at})
+		}
+		if s.v.mirror != nil {
+			c.v.mirror = s.v.mirror.clone()
+			c.v.hold = append([]uint64(nil), s.v.hold...)
+		}
 	}
 	return c
 }

@@ -21,7 +21,6 @@ type cycle struct {
 	resT     time.Time
 	resInf   bool
 	shadow   []NodeAlloc
-	held     *view // the real view with the reservation's free GPUs held
 	resTries int
 
 	evictFails  map[evictKey]evictMemo
@@ -158,22 +157,8 @@ func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss)
 // the reservation view if there is one, and the decision.
 func (c *cycle) commit(j *job, p *Placement) {
 	c.s.place(j, p, c.now)
-	if c.held != nil {
-		c.holdToo(p.Nodes)
-	}
 	c.placed++
 	c.out = append(c.out, Decision{Kind: Place, Job: j.spec.ID, Placement: clonePlacement(p)})
-}
-
-// holdToo mirrors an allocation into the reservation view, where GPUs of
-// the reservation are already held.
-func (c *cycle) holdToo(nodes []NodeAlloc) {
-	for _, a := range nodes {
-		m := a.GPUs & c.held.st.FreeMask(a.Node)
-		if m != 0 && !c.held.st.Cordoned(a.Node) {
-			_ = c.held.alloc(a.Node, m)
-		}
-	}
 }
 
 // iterator yields pending jobs in the policy's order: one sorted list, or

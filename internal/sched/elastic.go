@@ -75,6 +75,7 @@ func (s *Scheduler) setOut(n topology.NodeID, reason uint8, on bool) {
 		s.out[n] &^= reason
 	}
 	if is := s.out[n] != 0; is != was {
+		s.dropReservation()
 		s.v.cordon(n, is)
 	}
 }
@@ -149,6 +150,7 @@ func (s *Scheduler) resize(j *job, p *Placement) {
 	for _, a := range p.Nodes {
 		now[a.Node] = a.GPUs
 	}
+	s.onResize(j, old, p)
 	for _, a := range j.pl.Nodes {
 		if gone := a.GPUs &^ now[a.Node]; gone != 0 {
 			_ = s.v.release(a.Node, gone)
@@ -203,8 +205,10 @@ func (c *cycle) grow() {
 		return cmp.Compare(a.spec.ID, b.spec.ID)
 	})
 	v := s.v
-	if c.held != nil {
-		v = c.held
+	if c.head != nil {
+		if v = c.holdView(); v == nil {
+			return
+		}
 	}
 	for _, j := range js {
 		room, _ := quotaRoom(j)
@@ -230,9 +234,6 @@ func (c *cycle) grow() {
 		slices.SortFunc(merged.Nodes, func(a, b NodeAlloc) int { return cmp.Compare(a.Node, b.Node) })
 		s.fillLocality(j, merged)
 		s.resize(j, merged)
-		if c.held != nil {
-			c.holdToo(add.Nodes)
-		}
 		c.placed++
 		c.out = append(c.out, Decision{Kind: Grow, Job: j.spec.ID, Placement: clonePlacement(merged)})
 	}

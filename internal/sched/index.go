@@ -182,6 +182,12 @@ type view struct {
 	// a placement that failed at this epoch still fails.
 	epoch uint64
 	fails map[shapeKey]failMemo
+
+	// mirror, when set, is the hold view of the standing reservation: it
+	// repeats every change made here except on the GPUs in hold (the
+	// shadow), which it keeps taken. Clones have neither.
+	mirror *view
+	hold   []uint64 // per node
 }
 
 func newView(t *topo, st *topology.State) *view {
@@ -263,6 +269,11 @@ func (v *view) alloc(n topology.NodeID, mask uint64) error {
 	}
 	f1, i1 := v.contrib(n)
 	v.update(n, f0, i0, f1, i1)
+	if v.mirror != nil {
+		if m := mask &^ v.hold[n]; m != 0 && !v.mirror.st.Cordoned(n) {
+			_ = v.mirror.alloc(n, m)
+		}
+	}
 	return nil
 }
 
@@ -274,6 +285,11 @@ func (v *view) release(n topology.NodeID, mask uint64) error {
 	f1, i1 := v.contrib(n)
 	v.update(n, f0, i0, f1, i1)
 	v.epoch++
+	if v.mirror != nil {
+		if m := mask &^ v.hold[n]; m != 0 {
+			_ = v.mirror.release(n, m)
+		}
+	}
 	return nil
 }
 
@@ -284,6 +300,9 @@ func (v *view) cordon(n topology.NodeID, c bool) {
 	v.update(n, f0, i0, f1, i1)
 	if !c {
 		v.epoch++
+	}
+	if v.mirror != nil {
+		v.mirror.cordon(n, c)
 	}
 }
 

@@ -30,6 +30,7 @@ type job struct {
 	model    int // GPU model index of its pool
 	gpus     int
 	started  time.Time // start of the current run
+	end      int64     // expected end in Unix ns (started + runtime), when the spec has a runtime
 	runSince time.Time // since when attained service accrues
 	ckpt     time.Time // last checkpoint reported
 	restored bool

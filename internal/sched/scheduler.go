@@ -26,6 +26,8 @@ type Scheduler struct {
 	jobs     map[string]*job
 	pend     []*job
 	run      []*job
+	ends     endIndex // running jobs with a runtime, by expected end
+	res      *standing
 	nodeJobs [][]*job
 	// out says why a node takes no new work: outDown (failed) and/or
 	// outCordoned (an operator's cordon). The view is cordoned while any
@@ -52,6 +54,7 @@ func New(f *topology.Fabric, cfg Config) *Scheduler {
 		v:        newView(t, topology.NewState(f)),
 		pl:       newPlacer(t, cfg.Spread),
 		jobs:     map[string]*job{},
+		ends:     newEndIndex(),
 		nodeJobs: make([][]*job, len(f.Nodes)),
 		out:      make([]uint8, len(f.Nodes)),
 		shrunk:   map[*job]struct{}{},
@@ -95,6 +98,7 @@ func (s *Scheduler) SetQueues(qs []Queue) error {
 	if err != nil {
 		return err
 	}
+	s.dropReservation()
 	ids := s.sortedIDs(func(*job) bool { return true })
 	for _, id := range ids {
 		j := s.jobs[id]
@@ -260,6 +264,7 @@ func (s *Scheduler) Restore(spec Job, p Placement, started time.Time) error {
 	if err != nil {
 		return err
 	}
+	s.dropReservation()
 	s.jobs[j.spec.ID] = j
 	j.restored = true
 	j.state = stateRunning // not pending: place must not take it off the pending list
@@ -334,6 +339,7 @@ func (s *Scheduler) checkPlacement(j *job, p *Placement) (*Placement, error) {
 
 // place starts j on pl: allocation, node index, lists and usage.
 func (s *Scheduler) place(j *job, pl *Placement, now time.Time) {
+	s.onPlace(j, pl.Nodes)
 	if err := s.v.allocAll(pl.Nodes); err != nil {
 		panic(fmt.Sprintf("sched: placing %s on GPUs that are not free: %v", j.spec.ID, err)) // a bug, never input
 	}
@@ -349,6 +355,7 @@ func (s *Scheduler) place(j *job, pl *Placement, now time.Time) {
 		s.nodeJobs[a.Node] = append(s.nodeJobs[a.Node], j)
 	}
 	addTo(&s.run, j, &j.ridx)
+	s.ends.add(j)
 	addTo(&j.leaf.running, j, &j.qidx)
 	charge(j, int64(j.gpus), j.model)
 	s.trackShrunk(j)
@@ -381,6 +388,8 @@ func (s *Scheduler) detach(j *job) {
 		}
 	}
 	removeFrom(&s.run, j, ridx)
+	s.ends.remove(j)
+	s.onStop(j)
 	removeFrom(&j.leaf.running, j, qidx)
 	j.attained = j.attainedAt(s.now)
 	j.pl, j.gpus = nil, 0
@@ -397,6 +406,9 @@ func (s *Scheduler) requeue(j *job) {
 }
 
 func (s *Scheduler) dropPending(j *job) {
+	if s.res != nil && (s.res.head == j || s.inNone(j)) {
+		s.dropReservation()
+	}
 	removeFrom(&s.pend, j, pidx)
 	j.state = 0
 	delete(s.jobs, j.spec.ID)
