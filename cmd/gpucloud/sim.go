@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,6 +48,7 @@ type simOptions struct {
 	asJSON, markdown bool
 	plotDir          string
 	progress         string
+	cpuProfile       string
 }
 
 func newSimCmd() *cobra.Command {
@@ -105,11 +109,19 @@ checkpoint_s, in any order. See docs/simulator.md.`,
 	f.BoolVar(&o.markdown, "markdown", false, "print the comparison as a Markdown table")
 	f.StringVar(&o.plotDir, "plot", "", "write SVG plots (utilisation, queue length, JCT CDF) into DIR")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when a terminal)|on|off")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the run to FILE (go tool pprof)")
 	return cmd
 }
 
 func runSim(cmd *cobra.Command, o *simOptions) error {
 	stderr := cmd.ErrOrStderr()
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	fabrics, err := simFabrics(o)
 	if err != nil {
 		return err
@@ -208,6 +220,39 @@ func runSim(cmd *cobra.Command, o *simOptions) error {
 
 // simFabrics builds the fleets to simulate: the loaded file, or the preset
 // at each size of --gpus.
+// startCPUProfile profiles the process into path until the returned func
+// runs; it is how the simulator's own speed is investigated.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile %s: %w", path, err)
+	}
+	// A run cut short with Ctrl-C still leaves a readable profile: the
+	// slow runs are the ones worth profiling.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
 func simFabrics(o *simOptions) ([]*topology.Fabric, error) {
 	if o.fabric != "" {
 		if o.gpus != "" {
