@@ -16,6 +16,9 @@ func (s *Scheduler) Clone() *Scheduler {
 		shrunk:   map[*job]struct{}{},
 		rejects:  append([]Decision(nil), s.rejects...),
 		now:      s.now,
+
+		cycleNo: s.cycleNo,
+		unseen:  s.unseen,
 	}
 	qmap := map[*queue]*queue{}
 	for _, q := range s.qt.all {
@@ -54,6 +57,7 @@ func (s *Scheduler) Clone() *Scheduler {
 	for _, j := range s.pend {
 		c.pend = append(c.pend, jmap[j])
 	}
+	c.pendIdx = s.pendIdx.cloneMapped(func(j *job) *job { return jmap[j] })
 	for _, j := range s.run {
 		c.run = append(c.run, jmap[j])
 	}

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/google/btree"
+
 	"gpucloud/internal/topology"
 )
 
@@ -33,16 +35,25 @@ type cycle struct {
 // placement, then the growth of elastic jobs.
 func (s *Scheduler) Schedule(now time.Time) []Decision {
 	s.advance(now)
+	s.cycleNo++
 	c := &cycle{s: s, now: s.now}
 	c.out = append(c.out, s.rejects...)
 	s.rejects = nil
 	it := newIterator(c)
+	s.unseen = wait{}
 	for j := it.next(); j != nil; j = it.next() {
-		if c.stopped != nil {
-			j.wait = wait{code: wBehind, job: c.stopped.spec.ID}
-			continue
+		if c.head != nil && !s.v.anyFree() {
+			// Behind a reservation only free GPUs can serve, and there
+			// are none: the rest of the queue need not be looked at.
+			s.unseen = wait{code: wFleetFull}
+			break
 		}
+		j.seen = s.cycleNo
 		c.consider(j)
+		if c.stopped != nil {
+			s.unseen = wait{code: wBehind, job: c.stopped.spec.ID}
+			break
+		}
 	}
 	if c.stopped == nil && s.prof.grow {
 		c.grow()
@@ -166,20 +177,26 @@ func (c *cycle) commit(j *job, p *Placement) {
 // inside a leaf queue the best lane (tenant), recomputed after every job so
 // that placements move the shares.
 type iterator struct {
-	c    *cycle
-	flat []*job
-	pos  int
+	c *cycle
+
+	// Without fair share: a snapshot of the pending index, read in chunks
+	// (placements during the cycle change the index, not the snapshot).
+	snap  *btree.BTreeG[*job]
+	buf   []*job
+	pos   int
+	pivot *job // holds the last job's sort fields
+	done  bool
 }
+
+// chunk is how many jobs the flat iterator reads from its snapshot at a
+// time: a strict cycle that stops early reads little.
+const chunk = 64
 
 func newIterator(c *cycle) *iterator {
 	s := c.s
 	it := &iterator{c: c}
-	for _, j := range s.pend {
-		j.key = s.prof.order.key(s, j, c.now)
-	}
 	if !s.prof.fairShare {
-		it.flat = slices.Clone(s.pend)
-		slices.SortFunc(it.flat, jobCmp)
+		it.snap = s.pendIdx.t.Clone()
 		return it
 	}
 	for _, q := range s.qt.all {
@@ -205,12 +222,8 @@ func newIterator(c *cycle) *iterator {
 }
 
 func (it *iterator) next() *job {
-	if it.flat != nil || !it.c.s.prof.fairShare {
-		if it.pos >= len(it.flat) {
-			return nil
-		}
-		it.pos++
-		return it.flat[it.pos-1]
+	if it.snap != nil {
+		return it.nextFlat()
 	}
 	s := it.c.s
 	q := s.pickQueue(s.qt.roots)
@@ -287,4 +300,39 @@ func (t *topo) within(n topology.NodeID, l topology.Level) topology.DomainID {
 		return topology.NoDomain
 	}
 	return d
+}
+
+func (it *iterator) nextFlat() *job {
+	for it.pos >= len(it.buf) {
+		if it.done {
+			return nil
+		}
+		it.fill()
+	}
+	it.pos++
+	return it.buf[it.pos-1]
+}
+
+// fill reads the next chunk of the snapshot, after the pivot.
+func (it *iterator) fill() {
+	it.buf, it.pos = it.buf[:0], 0
+	visit := func(j *job) bool {
+		if it.pivot != nil && jobCmp(j, it.pivot) <= 0 {
+			return true
+		}
+		it.buf = append(it.buf, j)
+		return len(it.buf) < chunk
+	}
+	if it.pivot == nil {
+		it.snap.Ascend(visit)
+	} else {
+		it.snap.AscendGreaterOrEqual(it.pivot, visit)
+	}
+	if len(it.buf) < chunk {
+		it.done = true
+	}
+	if n := len(it.buf); n > 0 {
+		l := it.buf[n-1]
+		it.pivot = &job{key: l.key, spec: Job{Submitted: l.spec.Submitted, ID: l.spec.ID}}
+	}
 }

@@ -77,3 +77,29 @@ func startCmp(a, b *job) int {
 	}
 	return jobCmp(a, b)
 }
+
+// pendIndex holds the pending jobs in the policy's order (jobCmp). Every
+// order's key is fixed while a job waits (submit time, priority, service
+// attained before it was requeued), so it is computed once when the job
+// joins the queue, and a cycle walks a copy-on-write snapshot instead of
+// sorting every pending job: strict FIFO then costs the jobs it looks at,
+// not the queue.
+type pendIndex struct {
+	t *btree.BTreeG[*job]
+}
+
+func newPendIndex() pendIndex {
+	return pendIndex{t: btree.NewG(32, func(a, b *job) bool { return jobCmp(a, b) < 0 })}
+}
+
+func (x pendIndex) add(j *job)    { x.t.ReplaceOrInsert(j) }
+func (x pendIndex) remove(j *job) { x.t.Delete(j) }
+
+func (x pendIndex) cloneMapped(mapJob func(*job) *job) pendIndex {
+	n := newPendIndex()
+	x.t.Ascend(func(j *job) bool {
+		n.t.ReplaceOrInsert(mapJob(j))
+		return true
+	})
+	return n
+}

@@ -326,6 +326,19 @@ func (v *view) releaseAll(nodes []NodeAlloc) {
 	}
 }
 
+// anyFree says whether any GPU of the view is free (cordoned nodes count
+// none).
+func (v *view) anyFree() bool {
+	for p := range v.freeG {
+		for _, r := range v.t.roots {
+			if v.freeG[p][r] > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (v *view) clone() *view {
 	c := &view{t: v.t, st: v.st.Clone(), epoch: v.epoch, fails: map[shapeKey]failMemo{}}
 	for p := range v.idle {

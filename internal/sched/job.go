@@ -40,7 +40,8 @@ type job struct {
 	wait        wait
 
 	pidx, ridx, qidx int
-	key              int64 // cycle scratch: the order's sort key
+	key              int64  // the order's sort key, set when the job joins the queue
+	seen             uint64 // the last cycle that looked at it (or the cycle before it joined)
 }
 
 func (j *job) minReplicas() int {

@@ -19,6 +19,7 @@ const (
 	wBackfill               // would delay job's reservation at t
 	wNoReservation          // does not fit even with every running job gone
 	wBackoff                // preempted at t; may not preempt before t+backoff
+	wFleetFull              // behind a reservation, and no GPU is free
 )
 
 // wait is why a pending job waits, kept as data and formatted only when
@@ -53,6 +54,16 @@ func (s *Scheduler) PendingReason(id string) string {
 
 func (s *Scheduler) reason(j *job) string {
 	w := j.wait
+	if s.unseen.code != 0 && j.seen < s.cycleNo {
+		w = s.unseen
+		if w.code == wFleetFull {
+			// Say what it lacks, as a cycle that had looked would have.
+			c := &cycle{s: s, now: s.now}
+			if _, ms := c.find(s.v, j, j.minReplicas(), j.spec.Replicas); ms.need > 0 {
+				w = wait{code: wNoFit, ms: ms}
+			}
+		}
+	}
 	need := j.minReplicas() * j.spec.GPUsPerReplica
 	switch w.code {
 	case wQuota:
@@ -64,6 +75,8 @@ func (s *Scheduler) reason(j *job) string {
 		return s.formatMiss(j, w.ms)
 	case wBehind:
 		return fmt.Sprintf("strict FIFO: waits behind job %s, which cannot start", w.job)
+	case wFleetFull:
+		return "no free GPU: every GPU is allocated or out of service, and a job ahead holds the reservation"
 	case wReserved:
 		if w.inf {
 			return fmt.Sprintf("first in line: %s reserved; it starts when running jobs without a runtime estimate free them", plural(w.n1, "node"))

@@ -23,8 +23,13 @@ type Scheduler struct {
 	pl   *placer
 	qt   *queueTree
 
-	jobs     map[string]*job
-	pend     []*job
+	jobs    map[string]*job
+	pend    []*job
+	pendIdx pendIndex // the pending jobs in the policy's order
+	// cycleNo counts Schedule calls; unseen is why the jobs the last one
+	// did not look at wait (behind a strict head, or a full fleet).
+	cycleNo  uint64
+	unseen   wait
 	run      []*job
 	ends     endIndex // running jobs with a runtime, by expected end
 	res      *standing
@@ -55,6 +60,7 @@ func New(f *topology.Fabric, cfg Config) *Scheduler {
 		pl:       newPlacer(t, cfg.Spread),
 		jobs:     map[string]*job{},
 		ends:     newEndIndex(),
+		pendIdx:  newPendIndex(),
 		nodeJobs: make([][]*job, len(f.Nodes)),
 		out:      make([]uint8, len(f.Nodes)),
 		shrunk:   map[*job]struct{}{},
@@ -192,7 +198,7 @@ func (s *Scheduler) Submit(spec Job) error {
 	j.state = statePending
 	j.wait = wait{code: wNew}
 	s.jobs[j.spec.ID] = j
-	addTo(&s.pend, j, &j.pidx)
+	s.enqueue(j)
 	return nil
 }
 
@@ -344,7 +350,7 @@ func (s *Scheduler) place(j *job, pl *Placement, now time.Time) {
 		panic(fmt.Sprintf("sched: placing %s on GPUs that are not free: %v", j.spec.ID, err)) // a bug, never input
 	}
 	if j.state == statePending {
-		removeFrom(&s.pend, j, pidx)
+		s.dequeue(j)
 	}
 	j.state = stateRunning
 	j.pl = pl
@@ -402,14 +408,28 @@ func (s *Scheduler) detach(j *job) {
 func (s *Scheduler) requeue(j *job) {
 	j.state = statePending
 	j.wait = wait{code: wNew}
+	s.enqueue(j)
+}
+
+// enqueue adds j to the pending list and the ordered index, with its
+// order key, which stays fixed while it waits.
+func (s *Scheduler) enqueue(j *job) {
+	j.key = s.prof.order.key(s, j, s.now)
+	j.seen = s.cycleNo
 	addTo(&s.pend, j, &j.pidx)
+	s.pendIdx.add(j)
+}
+
+func (s *Scheduler) dequeue(j *job) {
+	removeFrom(&s.pend, j, pidx)
+	s.pendIdx.remove(j)
 }
 
 func (s *Scheduler) dropPending(j *job) {
 	if s.res != nil && (s.res.head == j || s.inNone(j)) {
 		s.dropReservation()
 	}
-	removeFrom(&s.pend, j, pidx)
+	s.dequeue(j)
 	j.state = 0
 	delete(s.jobs, j.spec.ID)
 }
