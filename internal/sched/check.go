@@ -66,6 +66,9 @@ func (s *Scheduler) Check() error {
 	if err := s.checkHold(); err != nil {
 		return err
 	}
+	if err := s.checkPendIndex(); err != nil {
+		return err
+	}
 	for _, j := range s.pend {
 		if j.state != statePending || s.jobs[j.spec.ID] != j {
 			return fmt.Errorf("job %s: on the pending list but not pending", j.spec.ID)
@@ -142,6 +145,46 @@ func (s *Scheduler) checkEnds() error {
 	}
 	if s.ends.len() != n {
 		return fmt.Errorf("end index holds %d jobs, %d running jobs have a runtime", s.ends.len(), n)
+	}
+	return nil
+}
+
+// checkPendIndex compares the ordered pending indexes (the flat one, or
+// the tenants' lanes and the queues' counts) with the pending list.
+func (s *Scheduler) checkPendIndex() error {
+	n := 0
+	for _, j := range s.pend {
+		in := s.pendIdx.t.Has(j)
+		if s.prof.fairShare {
+			in = j.ten.pend.t.Has(j)
+		}
+		if !in {
+			return fmt.Errorf("job %s: pending but missing from the ordered index", j.spec.ID)
+		}
+		if k := s.prof.order.key(s, j, s.now); k != j.key {
+			return fmt.Errorf("job %s: order key %d, now %d: keys must not change while a job waits", j.spec.ID, j.key, k)
+		}
+	}
+	if !s.prof.fairShare {
+		n = s.pendIdx.t.Len()
+	} else {
+		want := map[*queue]int{}
+		for _, j := range s.pend {
+			for a := j.leaf; a != nil; a = a.parent {
+				want[a]++
+			}
+		}
+		for _, q := range s.qt.all {
+			if q.npend != want[q] {
+				return fmt.Errorf("queue %s: counts %d pending jobs below, there are %d", q.spec.Name, q.npend, want[q])
+			}
+			for _, t := range q.tenants {
+				n += t.pend.t.Len()
+			}
+		}
+	}
+	if n != len(s.pend) {
+		return fmt.Errorf("ordered index holds %d jobs, %d are pending", n, len(s.pend))
 	}
 	return nil
 }

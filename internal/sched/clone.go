@@ -23,11 +23,12 @@ func (s *Scheduler) Clone() *Scheduler {
 	qmap := map[*queue]*queue{}
 	for _, q := range s.qt.all {
 		n := &queue{spec: q.spec, guaranteed: q.guaranteed, limit: q.limit, weight: q.weight, cur: q.cur,
-			curM: append([]int64(nil), q.curM...), dec: append([]float64(nil), q.dec...), restored: q.restored, whole: q.whole}
+			curM: append([]int64(nil), q.curM...), dec: append([]float64(nil), q.dec...), restored: q.restored, whole: q.whole, npend: q.npend}
 		if q.tenantBy != nil {
 			n.tenantBy = map[string]*tenant{}
 			for _, t := range q.tenants {
-				nt := &tenant{name: t.name, q: n, cur: t.cur, curM: append([]int64(nil), t.curM...), dec: append([]float64(nil), t.dec...)}
+				nt := &tenant{name: t.name, q: n, cur: t.cur, curM: append([]int64(nil), t.curM...), dec: append([]float64(nil), t.dec...),
+					pend: newPendIndex()}
 				n.tenants = append(n.tenants, nt)
 				n.tenantBy[t.name] = nt
 			}
@@ -57,7 +58,13 @@ func (s *Scheduler) Clone() *Scheduler {
 	for _, j := range s.pend {
 		c.pend = append(c.pend, jmap[j])
 	}
-	c.pendIdx = s.pendIdx.cloneMapped(func(j *job) *job { return jmap[j] })
+	mapJob := func(j *job) *job { return jmap[j] }
+	c.pendIdx = s.pendIdx.cloneMapped(mapJob)
+	for _, q := range s.qt.all {
+		for _, t := range q.tenants {
+			qmap[q].tenantBy[t.name].pend = t.pend.cloneMapped(mapJob)
+		}
+	}
 	for _, j := range s.run {
 		c.run = append(c.run, jmap[j])
 	}

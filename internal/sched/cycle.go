@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"slices"
 	"time"
 
 	"github.com/google/btree"
@@ -172,49 +171,30 @@ func (c *cycle) commit(j *job, p *Placement) {
 	c.out = append(c.out, Decision{Kind: Place, Job: j.spec.ID, Placement: clonePlacement(p)})
 }
 
-// iterator yields pending jobs in the policy's order: one sorted list, or
-// with fair share, the lowest-share queue at every level of the tree, then
-// inside a leaf queue the best lane (tenant), recomputed after every job so
-// that placements move the shares.
+// iterator yields pending jobs in the policy's order: one ordered index,
+// or with fair share, the lowest-share queue at every level of the tree,
+// then inside a leaf queue the best lane (tenant), recomputed after every
+// job so that placements move the shares. It reads copy-on-write snapshots
+// taken at the start of the cycle, so jobs requeued during the cycle wait
+// for the next one.
 type iterator struct {
-	c *cycle
-
-	// Without fair share: a snapshot of the pending index, read in chunks
-	// (placements during the cycle change the index, not the snapshot).
-	snap  *btree.BTreeG[*job]
-	buf   []*job
-	pos   int
-	pivot *job // holds the last job's sort fields
-	done  bool
+	c    *cycle
+	flat *cursor // without fair share
 }
-
-// chunk is how many jobs the flat iterator reads from its snapshot at a
-// time: a strict cycle that stops early reads little.
-const chunk = 64
 
 func newIterator(c *cycle) *iterator {
 	s := c.s
 	it := &iterator{c: c}
 	if !s.prof.fairShare {
-		it.snap = s.pendIdx.t.Clone()
+		it.flat = newCursor(s.pendIdx)
 		return it
 	}
 	for _, q := range s.qt.all {
-		q.remain = 0
+		q.remain = q.npend
 		for _, t := range q.tenants {
-			t.lane, t.pos = t.lane[:0], 0
-		}
-	}
-	for _, j := range s.pend {
-		j.ten.lane = append(j.ten.lane, j)
-		for a := j.leaf; a != nil; a = a.parent {
-			a.remain++
-		}
-	}
-	for _, q := range s.qt.all {
-		for _, t := range q.tenants {
-			if len(t.lane) > 1 {
-				slices.SortFunc(t.lane, jobCmp)
+			t.lane = nil
+			if t.pend.t.Len() > 0 {
+				t.lane = newCursor(t.pend)
 			}
 		}
 	}
@@ -222,8 +202,8 @@ func newIterator(c *cycle) *iterator {
 }
 
 func (it *iterator) next() *job {
-	if it.snap != nil {
-		return it.nextFlat()
+	if it.flat != nil {
+		return it.flat.next()
 	}
 	s := it.c.s
 	q := s.pickQueue(s.qt.roots)
@@ -233,9 +213,7 @@ func (it *iterator) next() *job {
 	for !q.leaf() {
 		q = s.pickQueue(q.children)
 	}
-	t := s.pickTenant(q)
-	j := t.lane[t.pos]
-	t.pos++
+	j := s.pickTenant(q).lane.next()
 	for a := q; a != nil; a = a.parent {
 		a.remain--
 	}
@@ -265,7 +243,7 @@ func (s *Scheduler) pickTenant(q *queue) *tenant {
 	var best *tenant
 	var bs float64
 	for _, t := range q.tenants {
-		if t.pos >= len(t.lane) {
+		if t.lane == nil || t.lane.peek() == nil {
 			continue
 		}
 		sh := s.share(t.curM, t.dec)
@@ -273,7 +251,7 @@ func (s *Scheduler) pickTenant(q *queue) *tenant {
 			best, bs = t, sh
 			continue
 		}
-		h, bh := t.lane[t.pos], best.lane[best.pos]
+		h, bh := t.lane.peek(), best.lane.peek()
 		if s.prof.order.byPriority() && h.key != bh.key {
 			if h.key < bh.key {
 				best, bs = t, sh
@@ -302,37 +280,58 @@ func (t *topo) within(n topology.NodeID, l topology.Level) topology.DomainID {
 	return d
 }
 
-func (it *iterator) nextFlat() *job {
-	for it.pos >= len(it.buf) {
-		if it.done {
-			return nil
-		}
-		it.fill()
-	}
-	it.pos++
-	return it.buf[it.pos-1]
+// cursor reads a snapshot of a pending index in order, a chunk at a time
+// (a strict cycle that stops early reads little).
+type cursor struct {
+	snap  *btree.BTreeG[*job]
+	buf   []*job
+	pos   int
+	pivot *job // the sort fields of the last job read
+	done  bool
 }
 
-// fill reads the next chunk of the snapshot, after the pivot.
-func (it *iterator) fill() {
-	it.buf, it.pos = it.buf[:0], 0
+const chunk = 64
+
+func newCursor(x pendIndex) *cursor { return &cursor{snap: x.t.Clone()} }
+
+// peek is the next job, or nil at the end.
+func (c *cursor) peek() *job {
+	for c.pos >= len(c.buf) {
+		if c.done {
+			return nil
+		}
+		c.fill()
+	}
+	return c.buf[c.pos]
+}
+
+func (c *cursor) next() *job {
+	j := c.peek()
+	if j != nil {
+		c.pos++
+	}
+	return j
+}
+
+func (c *cursor) fill() {
+	c.buf, c.pos = c.buf[:0], 0
 	visit := func(j *job) bool {
-		if it.pivot != nil && jobCmp(j, it.pivot) <= 0 {
+		if c.pivot != nil && jobCmp(j, c.pivot) <= 0 {
 			return true
 		}
-		it.buf = append(it.buf, j)
-		return len(it.buf) < chunk
+		c.buf = append(c.buf, j)
+		return len(c.buf) < chunk
 	}
-	if it.pivot == nil {
-		it.snap.Ascend(visit)
+	if c.pivot == nil {
+		c.snap.Ascend(visit)
 	} else {
-		it.snap.AscendGreaterOrEqual(it.pivot, visit)
+		c.snap.AscendGreaterOrEqual(c.pivot, visit)
 	}
-	if len(it.buf) < chunk {
-		it.done = true
+	if len(c.buf) < chunk {
+		c.done = true
 	}
-	if n := len(it.buf); n > 0 {
-		l := it.buf[n-1]
-		it.pivot = &job{key: l.key, spec: Job{Submitted: l.spec.Submitted, ID: l.spec.ID}}
+	if n := len(c.buf); n > 0 {
+		l := c.buf[n-1]
+		c.pivot = &job{key: l.key, spec: Job{Submitted: l.spec.Submitted, ID: l.spec.ID}}
 	}
 }

@@ -33,6 +33,7 @@ type queue struct {
 	tenantBy map[string]*tenant
 	running  []*job
 
+	npend  int // pending jobs below (kept with fair share)
 	remain int // cycle scratch: pending jobs below not yet considered
 }
 
@@ -44,8 +45,8 @@ type tenant struct {
 	cur  int64
 	curM []int64
 	dec  []float64
-	lane []*job // cycle scratch: pending jobs, in order
-	pos  int
+	pend pendIndex // its pending jobs in order (kept with fair share)
+	lane *cursor   // cycle scratch: where the cycle is in pend
 }
 
 type queueTree struct {
@@ -156,7 +157,7 @@ func (q *queue) tenant(name string, models int) *tenant {
 	if t := q.tenantBy[name]; t != nil {
 		return t
 	}
-	t := &tenant{name: name, q: q, curM: make([]int64, models), dec: make([]float64, models)}
+	t := &tenant{name: name, q: q, curM: make([]int64, models), dec: make([]float64, models), pend: newPendIndex()}
 	q.tenantBy[name] = t
 	i, _ := slices.BinarySearchFunc(q.tenants, name, func(a *tenant, n string) int { return cmp.Compare(a.name, n) })
 	q.tenants = slices.Insert(q.tenants, i, t)

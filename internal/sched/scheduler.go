@@ -133,6 +133,9 @@ func (s *Scheduler) SetQueues(qs []Queue) error {
 			charge(j, int64(j.gpus), j.model)
 			continue
 		}
+		if s.prof.fairShare {
+			s.index(j, true) // into the new tree's lanes
+		}
 		if err := s.quotaCheck(j); err != nil {
 			s.dropPending(j)
 			s.rejects = append(s.rejects, Decision{Kind: Reject, Job: id, Reason: err.Error()})
@@ -417,12 +420,36 @@ func (s *Scheduler) enqueue(j *job) {
 	j.key = s.prof.order.key(s, j, s.now)
 	j.seen = s.cycleNo
 	addTo(&s.pend, j, &j.pidx)
-	s.pendIdx.add(j)
+	s.index(j, true)
 }
 
 func (s *Scheduler) dequeue(j *job) {
 	removeFrom(&s.pend, j, pidx)
-	s.pendIdx.remove(j)
+	s.index(j, false)
+}
+
+// index files a pending job (in) or takes it off (!in): in the one ordered
+// index without fair share, else in its tenant's lane, with the pending
+// counts of its queues.
+func (s *Scheduler) index(j *job, in bool) {
+	if !s.prof.fairShare {
+		if in {
+			s.pendIdx.add(j)
+		} else {
+			s.pendIdx.remove(j)
+		}
+		return
+	}
+	d := 1
+	if in {
+		j.ten.pend.add(j)
+	} else {
+		j.ten.pend.remove(j)
+		d = -1
+	}
+	for a := j.leaf; a != nil; a = a.parent {
+		a.npend += d
+	}
 }
 
 func (s *Scheduler) dropPending(j *job) {
