@@ -3,6 +3,7 @@ package sched
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,4 +228,57 @@ func TestStandingReservation(t *testing.T) {
 		t.Fatal("no reservation was kept across cycles: the workloads test nothing")
 	}
 	t.Logf("%d cycles kept a reservation; %d memos of none checked", kept, nones)
+}
+
+// TestReservationMovesWhenAJobAheadTakesItsShadow: a reservation kept
+// across cycles moves when a job that comes first starts on its GPUs and
+// outlasts its start, and stays when a job that ends before it does.
+func TestReservationMovesWhenAJobAheadTakesItsShadow(t *testing.T) {
+	f := fab{leaves: 1, nodes: 2, gpus: 8}.build(t)
+	s := New(f, ConfigFor(PolicyDefault))
+	step := func(at time.Duration) []Decision {
+		ds := s.Schedule(t0.Add(at))
+		if err := s.Check(); err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	submit := func(j Job) {
+		if err := s.Submit(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	submit(jb("a").gang(1, 4).runtime(time.Hour).fixed().obj())
+	submit(jb("b").gang(1, 8).runtime(2 * time.Hour).fixed().obj())
+	step(0)
+	submit(jb("head").gang(2, 8).runtime(time.Hour).at(time.Minute).obj())
+	step(time.Minute)
+	wantStart := func(at time.Duration) {
+		t.Helper()
+		want := "expected start " + t0.Add(at).Format(time.RFC3339)
+		if r := s.PendingReason("head"); !strings.Contains(r, want) {
+			t.Fatalf("PendingReason(head) = %q, want it to contain %q", r, want)
+		}
+	}
+	wantStart(2 * time.Hour)
+	// A short job ahead of the head (higher priority) on the shadow: the
+	// start stays.
+	submit(jb("short").gang(1, 4).prio(5).runtime(30 * time.Minute).fixed().at(2 * time.Minute).obj())
+	step(2 * time.Minute)
+	if _, ok := s.JobPlacement("short"); !ok {
+		t.Fatal("short did not start")
+	}
+	wantStart(2 * time.Hour)
+	if err := s.Cancel("short"); err != nil { // it stops early: the start may move
+		t.Fatal(err)
+	}
+	step(3 * time.Minute)
+	wantStart(2 * time.Hour)
+	// A long one ahead of it on the shadow: the start moves to its end.
+	submit(jb("long").gang(1, 4).prio(5).runtime(10 * time.Hour).fixed().at(4 * time.Minute).obj())
+	step(4 * time.Minute)
+	if _, ok := s.JobPlacement("long"); !ok {
+		t.Fatal("long did not start")
+	}
+	wantStart(4*time.Minute + 10*time.Hour)
 }

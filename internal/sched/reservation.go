@@ -14,19 +14,25 @@ import (
 // and two copies of the fleet's state on every cycle (at 131,072 GPUs that
 // was most of the simulator's time). It is derived state: dropped by any
 // change that could move the reservation's start earlier or take its GPUs,
-// and recomputed from the snapshot by the next cycle that needs it, so it
-// always holds what a fresh walk would find (TestStandingReservation):
+// and recomputed from the snapshot by the next cycle that needs it. What
+// keeps it:
 //
 //   - a job finishing at or after its expected end changes nothing the walk
 //     sees from now on (its GPUs counted as free from then anyway);
-//   - a job placed that ends by the reserved start, or placed outside the
-//     shadow, leaves the head fitting at the same time and on the same GPUs;
+//   - a job placed that ends by the reserved start leaves the head fitting
+//     at the same time on the same GPUs;
+//   - a job placed outside the shadow leaves the head fitting at the same
+//     time on the shadow (a fresh walk could pick other GPUs then: the
+//     kept shadow is as good a promise, and keeping it keeps the promise
+//     stable);
 //   - a job submitted or a pending job cancelled changes no GPU.
 //
 // Everything else (a job stopping before its expected end, a resize that
 // frees GPUs, a node failing, repaired or cordoned, queues replaced, a
 // placement on the shadow that outlives the start, the start reached)
-// drops it.
+// drops it. TestStandingReservation checks, after every event of random
+// workloads, that a kept reservation starts when a fresh walk says and
+// that its shadow is free then.
 type standing struct {
 	at     time.Time // when it was found; it holds from then on, not before
 	head   *job

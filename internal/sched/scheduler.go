@@ -348,7 +348,6 @@ func (s *Scheduler) checkPlacement(j *job, p *Placement) (*Placement, error) {
 
 // place starts j on pl: allocation, node index, lists and usage.
 func (s *Scheduler) place(j *job, pl *Placement, now time.Time) {
-	s.onPlace(j, pl.Nodes)
 	if err := s.v.allocAll(pl.Nodes); err != nil {
 		panic(fmt.Sprintf("sched: placing %s on GPUs that are not free: %v", j.spec.ID, err)) // a bug, never input
 	}
@@ -365,6 +364,7 @@ func (s *Scheduler) place(j *job, pl *Placement, now time.Time) {
 	}
 	addTo(&s.run, j, &j.ridx)
 	s.ends.add(j)
+	s.onPlace(j, pl.Nodes) // after ends.add: it needs the expected end
 	addTo(&j.leaf.running, j, &j.qidx)
 	charge(j, int64(j.gpus), j.model)
 	s.trackShrunk(j)
