@@ -120,7 +120,11 @@ func (c *cycle) backfill(j *job, lo, hi int) {
 		c.out[len(c.out)-1].Reason = "backfill: outside the reservation of job " + c.head.spec.ID
 		return
 	}
-	if p, _ := c.find(c.s.v, j, lo, hi); p != nil {
+	// Whether free GPUs would hold it but for the reservation only sets
+	// the reason: count them (mayFit) rather than search a big gang's
+	// placement, which costs more than the rest of a cycle.
+	rq := j.request(lo)
+	if c.s.pl.mayFit(c.s.v, &rq) {
 		j.wait = wait{code: wBackfill, job: c.head.spec.ID, t: c.resT, inf: c.resInf}
 	}
 }
