@@ -87,30 +87,10 @@ func TestReserveMatchesSort(t *testing.T) {
 	for seed := range uint64(seeds) {
 		w, f, ops := generate(t, 1000+seed, 300)
 		w.cfg = ConfigFor(PolicyBackfill)
-		s := New(f, w.cfg)
-		if w.queues != nil {
-			if err := s.SetQueues(w.queues); err != nil {
-				t.Fatal(err)
-			}
-		}
+		s := w.scheduler(t, f)
 		for i, o := range ops {
 			now := t0.Add(o.at)
-			switch o.kind {
-			case "submit":
-				_ = s.Submit(o.job)
-			case "finish":
-				_ = s.Finish(o.id, now)
-			case "cancel":
-				_ = s.Cancel(o.id)
-			case "ckpt":
-				_ = s.Checkpoint(o.id, now)
-			case "down":
-				s.NodeDown(o.node, now)
-			case "up":
-				s.NodeUp(o.node, now)
-			case "schedule":
-				s.Schedule(now)
-			}
+			_, _ = applyOp(s, o)
 			// Ask at a later time too, so that some jobs have overrun.
 			for _, at := range []time.Time{now, now.Add(45 * time.Minute)} {
 				for _, j := range slices.Clone(s.pend) {
@@ -160,33 +140,14 @@ func TestStandingReservation(t *testing.T) {
 	for seed := range uint64(seeds) {
 		w, f, ops := generate(t, 2000+seed, 400)
 		w.cfg = ConfigFor([]Policy{PolicyBackfill, PolicyDefault}[seed%2])
-		s := New(f, w.cfg)
-		if w.queues != nil {
-			if err := s.SetQueues(w.queues); err != nil {
-				t.Fatal(err)
-			}
-		}
+		s := w.scheduler(t, f)
 		var last *standing
 		for i, o := range ops {
-			now := t0.Add(o.at)
-			switch o.kind {
-			case "submit":
-				_ = s.Submit(o.job)
-			case "finish":
-				_ = s.Finish(o.id, now)
-			case "cancel":
-				_ = s.Cancel(o.id)
-			case "ckpt":
-				_ = s.Checkpoint(o.id, now)
-			case "down":
-				s.NodeDown(o.node, now)
-			case "up":
-				s.NodeUp(o.node, now)
-			case "schedule":
-				if s.res != nil && s.res == last && s.res.head != nil {
-					kept++
-				}
-				s.Schedule(now)
+			if o.kind == "schedule" && s.res != nil && s.res == last && s.res.head != nil {
+				kept++
+			}
+			_, _ = applyOp(s, o)
+			if o.kind == "schedule" {
 				last = s.res
 			}
 			if err := s.Check(); err != nil {

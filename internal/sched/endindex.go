@@ -61,11 +61,16 @@ func (x endIndex) len() int { return x.t.Len() }
 // mapJob translates.
 func (x endIndex) cloneMapped(mapJob func(*job) *job) endIndex {
 	n := newEndIndex()
-	x.t.Ascend(func(j *job) bool {
-		n.t.ReplaceOrInsert(mapJob(j))
+	copyMapped(n.t, x.t, mapJob)
+	return n
+}
+
+// copyMapped files into dst the jobs of src, translated by mapJob.
+func copyMapped(dst, src *btree.BTreeG[*job], mapJob func(*job) *job) {
+	src.Ascend(func(j *job) bool {
+		dst.ReplaceOrInsert(mapJob(j))
 		return true
 	})
-	return n
 }
 
 // startCmp orders jobs without a declared runtime for a reservation: the
@@ -97,9 +102,6 @@ func (x pendIndex) remove(j *job) { x.t.Delete(j) }
 
 func (x pendIndex) cloneMapped(mapJob func(*job) *job) pendIndex {
 	n := newPendIndex()
-	x.t.Ascend(func(j *job) bool {
-		n.t.ReplaceOrInsert(mapJob(j))
-		return true
-	})
+	copyMapped(n.t, x.t, mapJob)
 	return n
 }

@@ -53,6 +53,18 @@ func randomWorld(r *rand.Rand) world {
 	return w
 }
 
+// scheduler is a fresh scheduler of the world on fabric f.
+func (w world) scheduler(t testing.TB, f *topology.Fabric) *Scheduler {
+	t.Helper()
+	s := New(f, w.cfg)
+	if w.queues != nil {
+		if err := s.SetQueues(w.queues); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
 func randomJob(r *rand.Rand, w world, id string, at time.Duration) Job {
 	g := w.fab.gpus
 	gpr := []int{1, 2, g / 2, g, g}[r.IntN(5)]
@@ -96,44 +108,46 @@ func randomJob(r *rand.Rand, w world, id string, at time.Duration) Job {
 // after each event.
 func runOps(t *testing.T, f *topology.Fabric, w world, ops []op) []Decision {
 	t.Helper()
-	s := New(f, w.cfg)
-	if w.queues != nil {
-		if err := s.SetQueues(w.queues); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := w.scheduler(t, f)
 	var log []Decision
 	for i, o := range ops {
-		now := t0.Add(o.at)
-		switch o.kind {
-		case "submit":
-			_ = s.Submit(o.job) // invalid random jobs are refused, which is fine
-		case "finish":
-			if err := s.Finish(o.id, now); err != nil {
-				t.Fatalf("op %d: %v", i, err)
-			}
-		case "cancel":
-			if err := s.Cancel(o.id); err != nil {
-				t.Fatalf("op %d: %v", i, err)
-			}
-		case "ckpt":
-			if err := s.Checkpoint(o.id, now); err != nil {
-				t.Fatalf("op %d: %v", i, err)
-			}
-		case "down":
-			log = append(log, s.NodeDown(o.node, now)...)
-		case "up":
-			s.NodeUp(o.node, now)
-		case "schedule":
-			ds := s.Schedule(now)
-			checkDecisions(t, s, ds)
-			log = append(log, ds...)
+		ds, err := applyOp(s, o)
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
 		}
+		if o.kind == "schedule" {
+			checkDecisions(t, s, ds)
+		}
+		log = append(log, ds...)
 		if err := s.Check(); err != nil {
 			t.Fatalf("op %d (%s %s): %v", i, o.kind, o.id+o.job.ID, err)
 		}
 	}
 	return log
+}
+
+// applyOp applies one event to s: the decisions it gave, and the error of
+// a finish, cancel or checkpoint (invalid random submissions are refused,
+// which is fine).
+func applyOp(s *Scheduler, o op) ([]Decision, error) {
+	now := t0.Add(o.at)
+	switch o.kind {
+	case "submit":
+		_ = s.Submit(o.job)
+	case "finish":
+		return nil, s.Finish(o.id, now)
+	case "cancel":
+		return nil, s.Cancel(o.id)
+	case "ckpt":
+		return nil, s.Checkpoint(o.id, now)
+	case "down":
+		return s.NodeDown(o.node, now), nil
+	case "up":
+		s.NodeUp(o.node, now)
+	case "schedule":
+		return s.Schedule(now), nil
+	}
+	return nil, nil
 }
 
 // checkDecisions verifies what a cycle says against the snapshot.
@@ -164,12 +178,7 @@ func generate(t *testing.T, seed uint64, n int) (world, *topology.Fabric, []op) 
 	r := rand.New(rand.NewPCG(seed, 7))
 	w := randomWorld(r)
 	f := w.fab.build(t)
-	s := New(f, w.cfg)
-	if w.queues != nil {
-		if err := s.SetQueues(w.queues); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := w.scheduler(t, f)
 	var ops []op
 	at := time.Duration(0)
 	next := 0
@@ -259,35 +268,15 @@ func TestPropertiesRandomWorkloads(t *testing.T) {
 // as the original from there on.
 func TestCloneDecidesTheSame(t *testing.T) {
 	w, f, ops := generate(t, 3, 300)
-	s := New(f, w.cfg)
-	if w.queues != nil {
-		_ = s.SetQueues(w.queues)
-	}
+	s := w.scheduler(t, f)
 	var c *Scheduler
 	var a, b []Decision
 	for i, o := range ops {
-		now := t0.Add(o.at)
 		for k, x := range []*Scheduler{s, c} {
 			if x == nil {
 				continue
 			}
-			var ds []Decision
-			switch o.kind {
-			case "submit":
-				_ = x.Submit(o.job)
-			case "finish":
-				_ = x.Finish(o.id, now)
-			case "cancel":
-				_ = x.Cancel(o.id)
-			case "ckpt":
-				_ = x.Checkpoint(o.id, now)
-			case "down":
-				ds = x.NodeDown(o.node, now)
-			case "up":
-				x.NodeUp(o.node, now)
-			case "schedule":
-				ds = x.Schedule(now)
-			}
+			ds, _ := applyOp(x, o)
 			if k == 0 && c != nil {
 				a = append(a, ds...)
 			} else if k == 1 {

@@ -38,26 +38,17 @@ func BenchmarkPhilly(b *testing.B) {
 
 // BenchmarkSynthetic131k replays one million Gavel-like jobs, offered at 80%
 // of a 131,072-GPU ndv5 fleet, with failures.
-func BenchmarkSynthetic131k(b *testing.B) {
-	f := fleet(b, 131072)
-	s := workload.Synthetic{Mix: workload.MixGavel, Jobs: 1_000_000, MaxGPUs: f.NumGPUs(), Seed: 1}
-	s.Rate = s.RateForLoad(0.8, f.NumGPUs())
-	for b.Loop() {
-		r, err := Run(DefaultConfig(f), SyntheticInput(s))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(r.EventsPerS, "events/s")
-	}
-}
+func BenchmarkSynthetic131k(b *testing.B) { benchSynthetic131k(b, workload.MixGavel) }
 
 // BenchmarkSyntheticLLM131k replays one million jobs of the LLM-era mix
 // (pre-training gangs of 1,024 to 16,384 GPUs among fine-tuning and small
 // jobs), offered at 80% of a 131,072-GPU ndv5 fleet, with failures: the
 // case where a blocked gang waits behind 17,000 running jobs.
-func BenchmarkSyntheticLLM131k(b *testing.B) {
+func BenchmarkSyntheticLLM131k(b *testing.B) { benchSynthetic131k(b, workload.MixLLM) }
+
+func benchSynthetic131k(b *testing.B, mix workload.Mix) {
 	f := fleet(b, 131072)
-	s := workload.Synthetic{Mix: workload.MixLLM, Jobs: 1_000_000, MaxGPUs: f.NumGPUs(), Seed: 1}
+	s := workload.Synthetic{Mix: mix, Jobs: 1_000_000, MaxGPUs: f.NumGPUs(), Seed: 1}
 	s.Rate = s.RateForLoad(0.8, f.NumGPUs())
 	for b.Loop() {
 		r, err := Run(DefaultConfig(f), SyntheticInput(s))
