@@ -109,6 +109,7 @@ type Agent struct {
 	mu        sync.Mutex
 	pending   []api.RankEvent // reports not yet accepted by the server
 	wake      chan struct{}
+	logFlush  chan logFlush // asks the relay to ship ended ranks' logs now
 	unhealthy []int
 	reason    string // the health problems now ("" when healthy)
 	lease     time.Duration
@@ -147,7 +148,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = time.Minute
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, wake: make(chan struct{}, 1), reg: make(chan struct{}, 1),
+	a := &Agent{cfg: cfg, log: cfg.Log, wake: make(chan struct{}, 1), reg: make(chan struct{}, 1), logFlush: make(chan logFlush),
 		lease: 30 * time.Second, interval: 10 * time.Second}
 	var err error
 	switch {
@@ -403,6 +404,7 @@ func (a *Agent) flushReports(ctx context.Context) {
 	if len(batch) == 0 {
 		return
 	}
+	a.shipLogsOf(ctx, batch)
 	err := a.c.Report(ctx, a.cfg.NodeName, batch...)
 	var ae *client.Error
 	if err != nil && !(errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500) {

@@ -73,11 +73,12 @@ func TestDDPJobEndToEnd(t *testing.T) {
 		t.Errorf("%d restarts", j.Status.Restarts)
 	}
 	for rank := range 2 {
-		var log string
-		waitFor(t, 30*time.Second, "the log of rank "+strconv.Itoa(rank), func() bool {
-			log = c.logs(j.Metadata.ID, rank)
-			return strings.Contains(log, "done rank=")
-		})
+		// Each agent ships a rank's last lines before it reports the exit,
+		// so a Succeeded job has its whole output on the server at once.
+		log := c.logs(j.Metadata.ID, rank)
+		if !strings.Contains(log, "done rank=") {
+			t.Errorf("rank %d: the log lacks its last line right after Succeeded:\n%s", rank, log)
+		}
 		if !strings.Contains(log, "rank="+strconv.Itoa(rank)+" world_size=2 local_rank=0 node_rank="+strconv.Itoa(rank)+" ") {
 			t.Errorf("rank %d did not run as RANK=%d WORLD_SIZE=2 on node %d:\n%s", rank, rank, rank, log)
 		}
@@ -95,6 +96,28 @@ func TestDDPJobEndToEnd(t *testing.T) {
 	// The master is node 0's address: the ranks met across hosts.
 	if log := c.logs(j.Metadata.ID, 1); !strings.Contains(log, "master="+c.nodes[0].addr+":") && !strings.Contains(log, "master="+c.nodes[1].addr+":") {
 		t.Errorf("rank 1 did not rendezvous at a node's address:\n%s", log)
+	}
+}
+
+// TestLastLogLinesBeforeSucceeded: ranks that print their last line (with
+// and without a newline) right before they exit have it on the server the
+// moment the job is Succeeded, several times over (the relay's own tick
+// would often miss it).
+func TestLastLogLinesBeforeSucceeded(t *testing.T) {
+	gpucloudBinary(t)
+	c := newCluster(t, []int{2})
+	for i := range 5 {
+		j := c.submit(&api.Job{Metadata: api.ObjectMeta{Name: "last-" + strconv.Itoa(i)}, Spec: api.JobSpec{
+			Replicas: 2, GPUsPerReplica: 1, Launch: api.LaunchPerGPU,
+			Command: []string{"/bin/sh", "-c", `echo "first $RANK"; sleep 0.3; echo "second $RANK"; printf "last $RANK"`},
+		}})
+		j = c.waitPhase(j.Metadata.ID, api.PhaseSucceeded, time.Minute)
+		for rank := range 2 {
+			r := strconv.Itoa(rank)
+			if log := c.logs(j.Metadata.ID, rank); log != "first "+r+"\nsecond "+r+"\nlast "+r {
+				t.Fatalf("job %d rank %d: log right after Succeeded is %q", i, rank, log)
+			}
+		}
 	}
 }
 

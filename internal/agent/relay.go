@@ -23,7 +23,45 @@ import (
 const (
 	maxChunk      = 64 << 10
 	relayInterval = 200 * time.Millisecond
+	// flushWait bounds how long an exit report waits for its rank's last
+	// log lines to reach the server.
+	flushWait = 2 * time.Second
 )
+
+// logFlush asks the relay loop to ship the logs of ranks that ended, up to
+// their last byte, before their exits are reported: a job seen Succeeded
+// then has all its output on the server.
+type logFlush struct {
+	ended map[tailKey]bool
+	done  chan struct{}
+}
+
+// shipLogsOf flushes the logs of the ranks whose exits batch reports,
+// waiting at most flushWait (a server that refuses logs must not hold up
+// exits).
+func (a *Agent) shipLogsOf(ctx context.Context, batch []api.RankEvent) {
+	ended := map[tailKey]bool{}
+	for _, e := range batch {
+		if e.Event == api.RankExited {
+			ended[tailKey{launch.Key{Job: e.Job, Generation: e.Generation}, e.Rank}] = true
+		}
+	}
+	if len(ended) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushWait)
+	defer cancel()
+	req := logFlush{ended: ended, done: make(chan struct{})}
+	select {
+	case a.logFlush <- req:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-req.done:
+	case <-ctx.Done():
+	}
+}
 
 type tailKey struct {
 	launch.Key
@@ -59,40 +97,53 @@ func (a *Agent) relayLoop(ctx context.Context) {
 	tick := time.NewTicker(relayInterval)
 	defer tick.Stop()
 	for {
+		var flush *logFlush
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case req := <-a.logFlush:
+			flush = &req
 		}
-		seen := map[tailKey]bool{}
-		for _, k := range a.l.Keys() {
-			st, ok := a.l.Status(k)
-			if !ok {
+		a.relayPass(ctx, tails, flush)
+		if flush != nil {
+			close(flush.done)
+		}
+	}
+}
+
+// relayPass ships what every rank's log holds that the server lacks; the
+// ranks flush names are shipped to their end even if the launcher does
+// not say they finished yet (their exit is about to be reported).
+func (a *Agent) relayPass(ctx context.Context, tails map[tailKey]*tailer, flush *logFlush) {
+	seen := map[tailKey]bool{}
+	for _, k := range a.l.Keys() {
+		st, ok := a.l.Status(k)
+		if !ok {
+			continue
+		}
+		for _, r := range st {
+			if r.State == "pending" {
 				continue
 			}
-			for _, r := range st {
-				if r.State == "pending" {
-					continue
-				}
-				tk := tailKey{k, r.Rank}
-				seen[tk] = true
-				t := tails[tk]
-				if t == nil {
-					path := a.l.LogPath(k, r.Rank)
-					t = &tailer{path: path, state: filepath.Join(filepath.Dir(path), "relay.json")}
-					t.load()
-					tails[tk] = t
-				}
-				if !t.done {
-					a.ship(ctx, tk, t, r.State == "finished")
-				}
+			tk := tailKey{k, r.Rank}
+			seen[tk] = true
+			t := tails[tk]
+			if t == nil {
+				path := a.l.LogPath(k, r.Rank)
+				t = &tailer{path: path, state: filepath.Join(filepath.Dir(path), "relay.json")}
+				t.load()
+				tails[tk] = t
+			}
+			if !t.done {
+				a.ship(ctx, tk, t, r.State == "finished" || (flush != nil && flush.ended[tk]))
 			}
 		}
-		for tk, t := range tails {
-			if !seen[tk] {
-				t.close()
-				delete(tails, tk)
-			}
+	}
+	for tk, t := range tails {
+		if !seen[tk] {
+			t.close()
+			delete(tails, tk)
 		}
 	}
 }
