@@ -36,7 +36,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func newServerCmd() *cobra.Command {
 	var cfg server.Config
-	var endpoints, fabricPath, format, preset, logLevel string
+	var endpoints, fabricPath, preset, logLevel string
+	var fabricIn fabricInput
 	var gpus, txnOps int
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -67,7 +68,7 @@ hang from a leaf named "local".`,
 			case fabricPath != "" && preset != "":
 				return errors.New("--fabric and --preset exclude each other")
 			case fabricPath != "":
-				f, _, err := loadFabric(fabricPath, format)
+				f, _, err := fabricIn.load(fabricPath)
 				if err != nil {
 					return err
 				}
@@ -103,7 +104,7 @@ hang from a leaf named "local".`,
 	f.StringVar(&cfg.EtcdClientURL, "etcd-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd")
 	f.StringVar(&cfg.EtcdPeerURL, "etcd-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd")
 	f.StringVar(&fabricPath, "fabric", "", "fabric description (any format `gpucloud topology validate` reads)")
-	formatFlag(cmd, &format)
+	fabricIn.flags(cmd, "format")
 	f.StringVar(&preset, "preset", "", "generated fabric: "+strings.Join(topology.PresetNames(), "|"))
 	f.IntVar(&gpus, "gpus", 0, "GPUs of the --preset fabric")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM)")

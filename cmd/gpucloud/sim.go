@@ -32,7 +32,8 @@ type simOptions struct {
 	gpuDist   string
 	tenants   int
 
-	preset, gpus, fabric, fabricFormat string
+	preset, gpus, fabric string
+	fabricIn             fabricInput
 
 	policy, compare, queues string
 	queueFile               string
@@ -88,7 +89,7 @@ checkpoint_s, in any order. See docs/simulator.md.`,
 	f.StringVar(&o.preset, "preset", "ndv5", "generate the fleet from this preset: "+strings.Join(topology.PresetNames(), "|"))
 	f.StringVar(&o.gpus, "gpus", "", "fleet size in GPUs; a list (1024,2048,4096) runs each")
 	f.StringVar(&o.fabric, "fabric", "", "load the fleet from FILE instead of a preset")
-	f.StringVar(&o.fabricFormat, "fabric-format", "auto", "format of --fabric (see gpucloud topology validate --help)")
+	o.fabricIn.flags(cmd, "fabric-format")
 	f.StringVar(&o.policy, "policy", "default", "scheduling policy: fifo|backfill|las|drf|default")
 	f.StringVar(&o.compare, "compare", "", "run several policies on the same input (a list, or all)")
 	f.StringVar(&o.queues, "queues", string(sim.QueuesTenant), "tenant: a queue per tenant with an equal guarantee; shared: one queue, fair share between tenants")
@@ -258,7 +259,7 @@ func simFabrics(o *simOptions) ([]*topology.Fabric, error) {
 		if o.gpus != "" {
 			return nil, fmt.Errorf("--fabric and --gpus exclude each other: the file gives the fleet")
 		}
-		f, _, err := loadFabric(o.fabric, o.fabricFormat)
+		f, _, err := o.fabricIn.load(o.fabric)
 		if err != nil {
 			return nil, err
 		}

@@ -22,33 +22,50 @@ func newTopologyCmd() *cobra.Command {
 	return cmd
 }
 
-func formatFlag(cmd *cobra.Command, p *string) {
+// fabricInput is how to read a fabric file: its format, and for formats
+// that name no GPUs, the hardware of its nodes.
+type fabricInput struct {
+	format, nodeClass string
+}
+
+// flags registers --format (named formatName) and --node-class.
+func (in *fabricInput) flags(cmd *cobra.Command, formatName string) {
 	names := make([]string, len(topology.Formats))
 	for i, f := range topology.Formats {
 		names[i] = string(f)
 	}
-	cmd.Flags().StringVar(p, "format", "auto", "input format: "+strings.Join(names, "|"))
+	cmd.Flags().StringVar(&in.format, formatName, "auto", "input format: "+strings.Join(names, "|"))
+	cmd.Flags().StringVar(&in.nodeClass, "node-class", "", "the nodes' hardware, for formats that name no GPUs (slurm, slurm-yaml, ibnetdiscover: default 8 GPUs of model unknown): the node of a preset, "+strings.Join(topology.PresetNames(), "|"))
 }
 
-func loadFabric(path, format string) (*topology.Fabric, topology.Format, error) {
-	f, err := topology.ParseFormat(format)
+func (in fabricInput) load(path string) (*topology.Fabric, topology.Format, error) {
+	f, err := topology.ParseFormat(in.format)
 	if err != nil {
 		return nil, "", err
 	}
-	return topology.LoadFile(path, f)
+	var opts topology.ParseOptions
+	if in.nodeClass != "" {
+		p, ok := topology.Presets[in.nodeClass]
+		if !ok {
+			return nil, "", fmt.Errorf("--node-class %q: want the node of a preset, one of %s", in.nodeClass, strings.Join(topology.PresetNames(), ", "))
+		}
+		opts.NodeClass = p.Class
+	}
+	return topology.LoadFileWith(path, f, opts)
 }
 
 func newTopologyValidateCmd() *cobra.Command {
-	var format string
+	var in fabricInput
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "validate FILE",
 		Short: "Check a fabric description and print a summary",
 		Example: `  gpucloud topology validate topology.conf
+  gpucloud topology validate --node-class ndv5 topology.conf
   gpucloud topology validate --format ibnetdiscover fabric.out --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, used, err := loadFabric(args[0], format)
+			f, used, err := in.load(args[0])
 			if err != nil {
 				return err
 			}
@@ -66,13 +83,13 @@ func newTopologyValidateCmd() *cobra.Command {
 			return nil
 		},
 	}
-	formatFlag(cmd, &format)
+	in.flags(cmd, "format")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }
 
 func newTopologyShowCmd() *cobra.Command {
-	var format string
+	var in fabricInput
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "show FILE",
@@ -80,7 +97,7 @@ func newTopologyShowCmd() *cobra.Command {
 		Example: `  gpucloud topology gen --preset ndv5 --gpus 4096 -o fleet.yaml && gpucloud topology show fleet.yaml`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, _, err := loadFabric(args[0], format)
+			f, _, err := in.load(args[0])
 			if err != nil {
 				return err
 			}
@@ -91,7 +108,7 @@ func newTopologyShowCmd() *cobra.Command {
 			return printSummary(cmd.OutOrStdout(), s)
 		},
 	}
-	formatFlag(cmd, &format)
+	in.flags(cmd, "format")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }

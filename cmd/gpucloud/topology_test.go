@@ -81,3 +81,29 @@ func TestTopologyValidateBadFile(t *testing.T) {
 		t.Error("12 GPUs of 8-GPU nodes generated")
 	}
 }
+
+// TestTopologyNodeClass: --node-class gives a Slurm tree its nodes'
+// hardware; an unknown name and a native file are refused by name.
+func TestTopologyNodeClass(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "topology.conf")
+	if err := os.WriteFile(file, []byte("SwitchName=s0 Nodes=n[0-1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "topology", "validate", "--node-class", "gb200-nvl72", file)
+	if err != nil || !strings.Contains(out, "2 nodes, 8 GPUs") {
+		t.Fatalf("validate --node-class gb200-nvl72: %v\n%s", err, out)
+	}
+	if out, err := run(t, "topology", "show", "--node-class", "ndv5", file); err != nil || !strings.Contains(out, "H100-80GB") {
+		t.Fatalf("show --node-class ndv5: %v\n%s", err, out)
+	}
+	if _, err := run(t, "topology", "validate", "--node-class", "dgx", file); err == nil || !strings.Contains(err.Error(), `--node-class "dgx"`) {
+		t.Fatalf("unknown class: %v", err)
+	}
+	native := filepath.Join(t.TempDir(), "fleet.yaml")
+	if _, err := run(t, "topology", "gen", "--preset", "ndv5", "--gpus", "64", "-o", native); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "topology", "validate", "--node-class", "ndv5", native); err == nil || !strings.Contains(err.Error(), "names its own node classes") {
+		t.Fatalf("native file with a class: %v", err)
+	}
+}

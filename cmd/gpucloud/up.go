@@ -45,7 +45,7 @@ type upOptions struct {
 	gpuModel         string
 	nodeName         string
 	fabricPath       string
-	format           string
+	fabricIn         fabricInput
 	preset           string
 	presetGPUs       int
 	grace            time.Duration
@@ -63,7 +63,7 @@ func addUpFlags(cmd *cobra.Command, o *upOptions) {
 	f.StringVar(&o.gpuModel, "gpu-model", "H100-80GB", "model of the emulated GPUs")
 	f.StringVar(&o.nodeName, "node-name", "", "name of this machine's node (default: the hostname)")
 	f.StringVar(&o.fabricPath, "fabric", "", "add the nodes of this fabric file as simulated nodes (any format `gpucloud topology validate` reads)")
-	formatFlag(cmd, &o.format)
+	o.fabricIn.flags(cmd, "format")
 	f.StringVar(&o.preset, "preset", "", "add a generated fleet as simulated nodes: "+strings.Join(topology.PresetNames(), "|"))
 	f.IntVar(&o.presetGPUs, "gpus", 0, "GPUs of the --preset fleet")
 	f.DurationVar(&o.grace, "grace-period", 10*time.Second, "time between SIGTERM and SIGKILL when ranks are stopped")
@@ -272,7 +272,7 @@ func (u *upInstance) loadFabric() error {
 	case o.fabricPath != "" && o.preset != "":
 		return errors.New("--fabric and --preset exclude each other")
 	case o.fabricPath != "":
-		f, _, err := loadFabric(o.fabricPath, o.format)
+		f, _, err := o.fabricIn.load(o.fabricPath)
 		if err != nil {
 			return err
 		}

@@ -54,16 +54,39 @@ func errorf(file string, line int, format string, args ...any) *Error {
 
 // LoadFile reads and parses a fabric description.
 func LoadFile(path string, format Format) (*Fabric, Format, error) {
+	return LoadFileWith(path, format, ParseOptions{})
+}
+
+// LoadFileWith is LoadFile with options.
+func LoadFileWith(path string, format Format, opts ParseOptions) (*Fabric, Format, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", err
 	}
-	return Parse(path, data, format)
+	return ParseWith(path, data, format, opts)
 }
+
+// ParseOptions say what a description may not: the hardware of its nodes.
+type ParseOptions struct {
+	// NodeClass, when it has a name or GPUs, is every node's hardware in the
+	// formats that name no GPUs (Slurm topology.conf and topology.yaml,
+	// ibnetdiscover; their default is 8 GPUs of model "unknown"), and
+	// overrides the model, memory and link speeds an NCCL topology gives.
+	// The native format names its own classes: a class given for it is an
+	// error.
+	NodeClass NodeClass
+}
+
+func (o ParseOptions) hasClass() bool { return o.NodeClass.Name != "" || o.NodeClass.GPUs != 0 }
 
 // Parse parses data (named name in errors) in the given format; FormatAuto
 // detects it. It returns the format it used.
 func Parse(name string, data []byte, format Format) (*Fabric, Format, error) {
+	return ParseWith(name, data, format, ParseOptions{})
+}
+
+// ParseWith is Parse with options.
+func ParseWith(name string, data []byte, format Format, opts ParseOptions) (*Fabric, Format, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, "", errorf(name, 0, "file is empty")
 	}
@@ -82,15 +105,18 @@ func Parse(name string, data []byte, format Format) (*Fabric, Format, error) {
 	)
 	switch format {
 	case FormatNative:
+		if opts.hasClass() {
+			return nil, "", fmt.Errorf("%s: a node class applies to formats that name no GPUs; this %s description names its own node classes", name, format)
+		}
 		f, err = parseNative(name, data)
 	case FormatSlurm:
-		f, err = parseSlurmConf(name, data)
+		f, err = ParseSlurmConf(name, data, SlurmOptions{NodeClass: opts.NodeClass})
 	case FormatSlurmYAML:
-		f, err = parseSlurmYAML(name, data)
+		f, err = ParseSlurmYAML(name, data, SlurmOptions{NodeClass: opts.NodeClass})
 	case FormatIBNetDiscover:
-		f, err = parseIBNetDiscover(name, data)
+		f, err = ParseIBNetDiscover(name, data, IBNetDiscoverOptions{Class: opts.NodeClass})
 	case FormatNCCLXML:
-		f, err = parseNCCLXML(name, data)
+		f, err = ParseNCCLXML(name, data, NCCLXMLOptions{Class: opts.NodeClass})
 	default:
 		return nil, "", fmt.Errorf("%s: unknown format %q", name, format)
 	}
