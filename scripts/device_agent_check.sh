@@ -28,6 +28,43 @@ FAKE=()
 [ -n "$REHEARSAL" ] && FAKE=(--fake-gpus 1 --gpu-model H100-80GB)
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
+# Machines without curl (CUDA images often lack it): the few options used
+# here (-s -S -f -H -X -d URL), through Python's urllib.
+if ! command -v curl >/dev/null; then
+	curl() {
+		python3 - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+args, hdr, method, data, fail, url = sys.argv[1:], {}, None, None, False, None
+i = 0
+while i < len(args):
+    a = args[i]
+    if a in ("-H", "-X", "-d"):
+        v = args[i + 1]; i += 1
+        if a == "-H":
+            k, _, val = v.partition(":"); hdr[k.strip()] = val.strip()
+        elif a == "-X":
+            method = v
+        else:
+            data = v.encode()
+    elif a.startswith("-"):
+        fail = fail or "f" in a
+    else:
+        url = a
+    i += 1
+req = urllib.request.Request(url, data=data, headers=hdr, method=method)
+try:
+    with urllib.request.urlopen(req, timeout=30) as r:
+        sys.stdout.buffer.write(r.read())
+except urllib.error.HTTPError as e:
+    if fail:
+        sys.exit(22)
+    sys.stdout.buffer.write(e.read())
+except Exception as e:
+    print("curl (python):", e, file=sys.stderr)
+    sys.exit(7)
+PY
+	}
+fi
 cleanup() {
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	sleep 1
