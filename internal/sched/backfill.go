@@ -62,7 +62,8 @@ func (c *cycle) holdView() *view {
 // released together; jobs without a runtime come last, the longest-running
 // first (then the start is unknown: inf).
 func (s *Scheduler) walkEnds(rq *request, at time.Time) (t time.Time, inf bool, shadow *Placement) {
-	sim := s.v.clone()
+	sim := s.v.cloneInto(s.walkView)
+	s.walkView = sim
 	fits := func() bool {
 		if !s.pl.mayFit(sim, rq) {
 			return false

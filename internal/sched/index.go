@@ -339,6 +339,30 @@ func (v *view) anyFree() bool {
 	return false
 }
 
+// cloneInto copies v into dst, reusing dst's memory (a reservation's walk
+// and hold view are remade often on a big fleet, and fresh copies of a
+// 131,072-GPU state were a fifth of the time in garbage collection); a nil
+// dst gets a fresh clone. Like clone, the copy has no mirror.
+func (v *view) cloneInto(dst *view) *view {
+	if dst == nil || dst.t != v.t {
+		return v.clone()
+	}
+	dst.st = v.st.CloneInto(dst.st)
+	dst.epoch = v.epoch
+	clear(dst.fails)
+	dst.mirror, dst.hold = nil, nil
+	for p := range v.idle {
+		copy(dst.idle[p], v.idle[p])
+		copy(dst.freeG[p], v.freeG[p])
+		copy(dst.hist[p], v.hist[p])
+		for i := range v.bucket[p] {
+			copy(dst.bucket[p][i].words, v.bucket[p][i].words)
+			copy(dst.bucket[p][i].sum, v.bucket[p][i].sum)
+		}
+	}
+	return dst
+}
+
 func (v *view) clone() *view {
 	c := &view{t: v.t, st: v.st.Clone(), epoch: v.epoch, fails: map[shapeKey]failMemo{}}
 	for p := range v.idle {

@@ -63,6 +63,9 @@ func (s *Scheduler) dropReservation() {
 	for _, a := range s.res.shadow {
 		s.v.hold[a.Node] = 0
 	}
+	if s.v.mirror != nil {
+		s.spare = s.v.mirror
+	}
 	s.v.mirror = nil
 	s.res = nil
 }
@@ -76,7 +79,8 @@ func (s *Scheduler) setReservation(at time.Time, head *job, t time.Time, inf boo
 	if s.v.hold == nil {
 		s.v.hold = make([]uint64, len(s.t.f.Nodes))
 	}
-	held := s.v.clone()
+	held := s.v.cloneInto(s.spare)
+	s.spare = nil
 	for _, a := range shadow {
 		s.v.hold[a.Node] = a.GPUs
 		if m := a.GPUs & held.st.FreeMask(a.Node); m != 0 && !held.st.Cordoned(a.Node) {

@@ -33,6 +33,9 @@ type Scheduler struct {
 	run      []*job
 	ends     endIndex // running jobs with a runtime, by expected end
 	res      *standing
+	// walkView is the walk's copy of the view, spare a dropped hold view:
+	// memory kept for the next reservation.
+	walkView, spare *view
 	nodeJobs [][]*job
 	// out says why a node takes no new work: outDown (failed) and/or
 	// outCordoned (an operator's cordon). The view is cordoned while any

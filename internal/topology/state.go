@@ -89,6 +89,21 @@ func (s *State) Clone() *State {
 	return c
 }
 
+// CloneInto copies s into dst, reusing its memory, and returns it; a nil
+// dst or one of another fabric gets a fresh Clone.
+func (s *State) CloneInto(dst *State) *State {
+	if dst == nil || dst.f != s.f {
+		return s.Clone()
+	}
+	copy(dst.free, s.free)
+	copy(dst.cordoned, s.cordoned)
+	copy(dst.nvlFree, s.nvlFree)
+	for u := range s.cap {
+		copy(dst.cap[u], s.cap[u])
+	}
+	return dst
+}
+
 // FreeMask returns the bitmask of free GPUs of node n (ignoring cordons).
 func (s *State) FreeMask(n NodeID) uint64 { return s.free[n] }
 
