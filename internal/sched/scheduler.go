@@ -28,15 +28,15 @@ type Scheduler struct {
 	pendIdx pendIndex // the pending jobs in the policy's order
 	// cycleNo counts Schedule calls; unseen is why the jobs the last one
 	// did not look at wait (behind a strict head, or a full fleet).
-	cycleNo  uint64
-	unseen   wait
-	run      []*job
-	ends     endIndex // running jobs with a runtime, by expected end
-	res      *standing
+	cycleNo uint64
+	unseen  wait
+	run     []*job
+	ends    endIndex // running jobs with a runtime, by expected end
+	res     *standing
 	// walkView is the walk's copy of the view, spare a dropped hold view:
 	// memory kept for the next reservation.
 	walkView, spare *view
-	nodeJobs [][]*job
+	nodeJobs        [][]*job
 	// out says why a node takes no new work: outDown (failed) and/or
 	// outCordoned (an operator's cordon). The view is cordoned while any
 	// reason holds, so a cordoned node that then fails still takes its gangs
