@@ -1,5 +1,7 @@
 package sched
 
+import "maps"
+
 // Clone returns an independent copy of the scheduler, for what-if runs and
 // benchmarks: the same calls on both give the same decisions.
 func (s *Scheduler) Clone() *Scheduler {
@@ -17,8 +19,9 @@ func (s *Scheduler) Clone() *Scheduler {
 		rejects:  append([]Decision(nil), s.rejects...),
 		now:      s.now,
 
-		cycleNo: s.cycleNo,
-		unseen:  s.unseen,
+		shapeIDs: maps.Clone(s.shapeIDs),
+		cycleNo:  s.cycleNo,
+		unseen:   s.unseen,
 	}
 	qmap := map[*queue]*queue{}
 	for _, q := range s.qt.all {

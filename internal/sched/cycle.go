@@ -131,16 +131,30 @@ func (c *cycle) find(v *view, j *job, lo, hi int) (*Placement, miss) {
 
 func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss) {
 	try := func(n int) (*Placement, miss) {
-		key := j.shape(n)
-		key.sc = sc
-		if f, ok := v.fails[key]; ok && f.epoch == v.epoch {
-			return nil, f.miss
+		// The job's own full shape has a number: its memo is a slice
+		// lookup, which a cycle over a long queue does once per job.
+		byID := n == j.spec.Replicas && sc == j.sc && j.sid > 0
+		var key shapeKey
+		if byID {
+			if f := v.failByID(j.sid); f != nil && f.epoch == v.epoch {
+				return nil, f.miss
+			}
+		} else {
+			key = j.shape(n)
+			key.sc = sc
+			if f, ok := v.fails[key]; ok && f.epoch == v.epoch {
+				return nil, f.miss
+			}
 		}
 		rq := j.request(n)
 		rq.scope = sc
 		p, ms := c.s.pl.place(v, &rq)
 		if p == nil {
-			v.fails[key] = failMemo{v.epoch, ms}
+			if byID {
+				v.setFailByID(j.sid, failMemo{v.epoch, ms})
+			} else {
+				v.fails[key] = failMemo{v.epoch, ms}
+			}
 		}
 		return p, ms
 	}

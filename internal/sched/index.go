@@ -182,6 +182,9 @@ type view struct {
 	// a placement that failed at this epoch still fails.
 	epoch uint64
 	fails map[shapeKey]failMemo
+	// failsID is the same memo for jobs' own full shapes, by shape number
+	// (Scheduler.shapeID); valid entries have valid set.
+	failsID []failMemoID
 
 	// mirror, when set, is the hold view of the standing reservation: it
 	// repeats every change made here except on the GPUs in hold (the
@@ -326,6 +329,25 @@ func (v *view) releaseAll(nodes []NodeAlloc) {
 	}
 }
 
+type failMemoID struct {
+	failMemo
+	valid bool
+}
+
+func (v *view) failByID(id int32) *failMemo {
+	if int(id) < len(v.failsID) && v.failsID[id].valid {
+		return &v.failsID[id].failMemo
+	}
+	return nil
+}
+
+func (v *view) setFailByID(id int32, f failMemo) {
+	for int(id) >= len(v.failsID) {
+		v.failsID = append(v.failsID, failMemoID{})
+	}
+	v.failsID[id] = failMemoID{f, true}
+}
+
 // anyFree says whether any GPU of the view is free (cordoned nodes count
 // none).
 func (v *view) anyFree() bool {
@@ -350,6 +372,7 @@ func (v *view) cloneInto(dst *view) *view {
 	dst.st = v.st.CloneInto(dst.st)
 	dst.epoch = v.epoch
 	clear(dst.fails)
+	dst.failsID = dst.failsID[:0]
 	dst.mirror, dst.hold = nil, nil
 	for p := range v.idle {
 		copy(dst.idle[p], v.idle[p])

@@ -36,7 +36,10 @@ type Scheduler struct {
 	// walkView is the walk's copy of the view, spare a dropped hold view:
 	// memory kept for the next reservation.
 	walkView, spare *view
-	nodeJobs        [][]*job
+	// shapeIDs numbers the full shapes of jobs (from 1), for the views'
+	// failure memo; few distinct shapes exist, whatever the job count.
+	shapeIDs map[shapeKey]int32
+	nodeJobs [][]*job
 	// out says why a node takes no new work: outDown (failed) and/or
 	// outCordoned (an operator's cordon). The view is cordoned while any
 	// reason holds, so a cordoned node that then fails still takes its gangs
@@ -420,6 +423,9 @@ func (s *Scheduler) requeue(j *job) {
 // enqueue adds j to the pending list and the ordered index, with its
 // order key, which stays fixed while it waits.
 func (s *Scheduler) enqueue(j *job) {
+	if j.sid == 0 {
+		j.sid = s.shapeID(j)
+	}
 	j.key = s.prof.order.key(s, j, s.now)
 	j.seen = s.cycleNo
 	addTo(&s.pend, j, &j.pidx)
@@ -429,6 +435,21 @@ func (s *Scheduler) enqueue(j *job) {
 func (s *Scheduler) dequeue(j *job) {
 	removeFrom(&s.pend, j, pidx)
 	s.index(j, false)
+}
+
+// shapeID is the number of j's full shape in its own scope.
+func (s *Scheduler) shapeID(j *job) int32 {
+	k := j.shape(j.spec.Replicas)
+	k.sc = j.sc
+	if id, ok := s.shapeIDs[k]; ok {
+		return id
+	}
+	if s.shapeIDs == nil {
+		s.shapeIDs = map[shapeKey]int32{}
+	}
+	id := int32(len(s.shapeIDs) + 1)
+	s.shapeIDs[k] = id
+	return id
 }
 
 // index files a pending job (in) or takes it off (!in): in the one ordered
