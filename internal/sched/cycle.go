@@ -133,10 +133,19 @@ func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss)
 	try := func(n int) (*Placement, miss) {
 		// The job's own full shape has a number: its memo is a slice
 		// lookup, which a cycle over a long queue does once per job.
-		byID := n == j.spec.Replicas && sc == j.sc && j.sid > 0
+		id := int32(0)
+		if n == j.spec.Replicas {
+			switch {
+			case sc == j.sc:
+				id = j.sid
+			case j.pref != nil && sc == *j.pref:
+				id = j.psid
+			}
+		}
+		byID := id > 0
 		var key shapeKey
 		if byID {
-			if f := v.failByID(j.sid); f != nil && f.epoch == v.epoch {
+			if f := v.failByID(id); f != nil && f.epoch == v.epoch {
 				return nil, f.miss
 			}
 		} else {
@@ -151,7 +160,7 @@ func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss)
 		p, ms := c.s.pl.place(v, &rq)
 		if p == nil {
 			if byID {
-				v.setFailByID(j.sid, failMemo{v.epoch, ms})
+				v.setFailByID(id, failMemo{v.epoch, ms})
 			} else {
 				v.fails[key] = failMemo{v.epoch, ms}
 			}

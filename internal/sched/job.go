@@ -41,7 +41,7 @@ type job struct {
 
 	pidx, ridx, qidx int
 	key              int64  // the order's sort key, set when the job joins the queue
-	sid              int32  // number of its full shape (Scheduler.shapeID), 0 until it waits
+	sid, psid        int32  // numbers of its full shape in its scope and its preferred one (Scheduler.shapeNo), 0 until it waits
 	seen             uint64 // the last cycle that looked at it (or the cycle before it joined)
 }
 

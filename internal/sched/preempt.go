@@ -32,10 +32,10 @@ func (preemptAction) name() string              { return "preempt" }
 func (preemptAction) try(c *cycle, j *job) bool { return c.evict(j, modePreempt) }
 
 type evictKey struct {
-	mode  evictMode
-	shape shapeKey
-	leaf  *queue
-	rank  int64
+	mode evictMode
+	sid  int32 // the shape's number (Scheduler.shapeNo): a key without a string hashes several times faster
+	leaf *queue
+	rank int64
 }
 
 type evictMemo struct {
@@ -78,7 +78,10 @@ func (c *cycle) evict(j *job, mode evictMode) bool {
 		return false
 	}
 	rank := s.prof.order.rank(s, j, c.now)
-	key := evictKey{mode, j.shape(lo), j.leaf, rank}
+	key := evictKey{mode: mode, sid: j.sid, leaf: j.leaf, rank: rank}
+	if lo != j.spec.Replicas || j.sid == 0 {
+		key.sid = s.shapeNo(j.shape(lo))
+	}
 	// A failed eviction fails again until capacity is released, or, when
 	// MinRuntime is zero, until a job placed in this cycle adds a victim.
 	if m, ok := c.evictFails[key]; ok && m.epoch == s.v.epoch && (m.placed == c.placed || s.cfg.MinRuntime > 0) {

@@ -424,7 +424,12 @@ func (s *Scheduler) requeue(j *job) {
 // order key, which stays fixed while it waits.
 func (s *Scheduler) enqueue(j *job) {
 	if j.sid == 0 {
-		j.sid = s.shapeID(j)
+		k := j.shape(j.spec.Replicas)
+		j.sid = s.shapeNo(k)
+		if j.pref != nil {
+			k.sc = *j.pref
+			j.psid = s.shapeNo(k)
+		}
 	}
 	j.key = s.prof.order.key(s, j, s.now)
 	j.seen = s.cycleNo
@@ -437,10 +442,8 @@ func (s *Scheduler) dequeue(j *job) {
 	s.index(j, false)
 }
 
-// shapeID is the number of j's full shape in its own scope.
-func (s *Scheduler) shapeID(j *job) int32 {
-	k := j.shape(j.spec.Replicas)
-	k.sc = j.sc
+// shapeNo is the number of shape k (from 1).
+func (s *Scheduler) shapeNo(k shapeKey) int32 {
 	if id, ok := s.shapeIDs[k]; ok {
 		return id
 	}
