@@ -146,24 +146,26 @@ func newTokenCmd() *cobra.Command {
 		Use:   "token",
 		Short: "Manage API tokens",
 	}
-	var role, tenant, name, output string
+	var role, tenant, name, node, output string
 	var cn *conn
 	create := &cobra.Command{
-		Use:   "create --role admin|tenant|agent [--tenant NAME]",
+		Use:   "create --role admin|tenant|agent [--tenant NAME] [--node NAME]",
 		Short: "Make an API token (admin); the secret is shown once",
 		Long: `Make a token. A tenant token submits and sees its tenant's jobs only, reads
-queues and nodes; an agent token runs node agents; an admin token does
-everything. The server keeps only a hash: the token is printed once, on
+queues and nodes; an agent token runs node agents (with --node, the agent of
+that node only: it cannot register, report or ship logs as another); an
+admin token does everything. The server keeps only a hash: the token is printed once, on
 standard output, so it can go straight into a file.`,
 		Example: `  gpucloud token create --role tenant --tenant research > research.token
   GPUCLOUD_TOKEN=$(cat research.token) gpucloud get jobs
-  gpucloud token create --role agent --name rack-12 > agent.token`,
+  gpucloud token create --role agent --name rack-12 > agent.token
+  gpucloud token create --role agent --node gpu-0042 > gpu-0042.token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, outTable, outJSON, outYAML); err != nil {
 				return err
 			}
-			req := api.TokenRequest{Name: name, Role: api.Role(strings.ToLower(role)), Tenant: tenant}
+			req := api.TokenRequest{Name: name, Role: api.Role(strings.ToLower(role)), Tenant: tenant, Node: node}
 			if req.Role == "" {
 				if tenant != "" {
 					req.Role = api.RoleTenant
@@ -190,6 +192,9 @@ standard output, so it can go straight into a file.`,
 			if tr.Tenant != "" {
 				who += " of tenant " + tr.Tenant
 			}
+			if tr.Node != "" {
+				who += " of node " + tr.Node
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "token %s (%s) created; it is shown only this once\n", tr.ID, who)
 			return nil
 		},
@@ -198,6 +203,7 @@ standard output, so it can go straight into a file.`,
 	f.StringVar(&role, "role", "", "admin|tenant|agent (tenant when --tenant is given)")
 	f.StringVar(&tenant, "tenant", "", "the tenant of a tenant token")
 	f.StringVar(&name, "name", "", "a name to recognise the token by")
+	f.StringVar(&node, "node", "", "bind an agent token to this node")
 	create.RegisterFlagCompletionFunc("role", cobra.FixedCompletions([]string{"admin", "tenant", "agent"}, cobra.ShellCompDirectiveNoFileComp))
 	addOutputFlag(create, &output, outTable, outJSON, outYAML)
 	cn = addConnFlags(create)

@@ -116,6 +116,10 @@ type TokenRequest struct {
 	Name   string `json:"name,omitempty"`
 	Role   Role   `json:"role"`
 	Tenant string `json:"tenant,omitempty"` // required for RoleTenant
+	// Node binds an agent token to one node: it may register, heartbeat,
+	// report and ship logs for that node only, so a stolen node credential
+	// cannot speak for the fleet. Empty: any node (a fleet-wide token).
+	Node string `json:"node,omitempty"`
 }
 
 // TokenResponse carries a new token. The server stores only its hash: the
@@ -125,6 +129,7 @@ type TokenResponse struct {
 	ID     string `json:"id"` // a prefix of the hash, to name the token in listings and revocation
 	Role   Role   `json:"role"`
 	Tenant string `json:"tenant,omitempty"`
+	Node   string `json:"node,omitempty"`
 }
 
 // TokenInfo is a stored token without its secret.
@@ -133,6 +138,7 @@ type TokenInfo struct {
 	Name      string    `json:"name,omitempty"`
 	Role      Role      `json:"role"`
 	Tenant    string    `json:"tenant,omitempty"`
+	Node      string    `json:"node,omitempty"` // agent tokens bound to one node
 	CreatedAt time.Time `json:"createdAt"`
 }
 

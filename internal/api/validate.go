@@ -324,6 +324,13 @@ func ValidateToken(t *TokenRequest) error {
 	if len(t.Name) > 63 {
 		e.add("name", "must be at most 63 characters")
 	}
+	if t.Node != "" {
+		if t.Role != RoleAgent {
+			e.add("node", "only agent tokens are bound to a node")
+		} else if m := ValidNodeName(t.Node); m != "" {
+			e.add("node", "%s", m)
+		}
+	}
 	return e.err()
 }
 

@@ -154,6 +154,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	tok, info := newToken(req.Name, req.Role, req.Tenant)
+	info.Node = req.Node
 	var cmps []clientv3.Cmp
 	if req.Role == api.RoleTenant {
 		// The tenant must exist when the token is made, in the same
@@ -169,7 +170,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.wrote(rev)
-	return writeJSON(w, http.StatusCreated, api.TokenResponse{Token: tok, ID: info.ID, Role: info.Role, Tenant: info.Tenant})
+	return writeJSON(w, http.StatusCreated, api.TokenResponse{Token: tok, ID: info.ID, Role: info.Role, Tenant: info.Tenant, Node: info.Node})
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -39,7 +40,16 @@ func hashToken(tok string) string {
 type principal struct {
 	role   api.Role
 	tenant string
+	node   string // an agent token bound to this node
 	token  string // token ID
+}
+
+// forNode says whether p may act as the agent of node n.
+func (p *principal) forNode(n string) error {
+	if p.role == api.RoleAgent && p.node != "" && n != p.node {
+		return errForbidden(fmt.Sprintf("this agent token is bound to node %s, not %s", p.node, n))
+	}
+	return nil
 }
 
 func (p *principal) admin() bool { return p.role == api.RoleAdmin }
@@ -89,7 +99,7 @@ func (s *Server) authenticate(r *http.Request) (*principal, error) {
 	if rec.Role == api.RoleTenant && !tenantOK {
 		return nil, errUnauthorized("the token's tenant no longer exists")
 	}
-	return &principal{role: rec.Role, tenant: rec.Tenant, token: rec.ID}, nil
+	return &principal{role: rec.Role, tenant: rec.Tenant, node: rec.Node, token: rec.ID}, nil
 }
 
 // Access levels of routes.

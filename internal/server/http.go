@@ -106,6 +106,11 @@ func (s *Server) wrap(rt route) http.Handler {
 				if !allowed(p, rt.access) {
 					return errForbidden(fmt.Sprintf("a %s token may not %s", p.role, label))
 				}
+				if n := r.PathValue("name"); n != "" && strings.HasPrefix(rt.path, "/v1/nodes/") {
+					if err := p.forNode(n); err != nil {
+						return err
+					}
+				}
 				r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, p))
 			}
 			if r.Body != nil {

@@ -179,6 +179,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if err := api.ValidateRegistration(&reg); err != nil {
 		return err
 	}
+	if err := principalOf(r).forNode(reg.Name); err != nil {
+		return err
+	}
 	ttl := int64(s.cfg.NodeLeaseTTL / time.Second)
 	lease, err := s.grant(r, ttl)
 	if err != nil {

@@ -617,3 +617,37 @@ func TestCordonedNodeTakesNoNewWork(t *testing.T) {
 		t.Errorf("cordon disturbed the running job: %+v", still.Status)
 	}
 }
+
+// TestNodeBoundAgentToken: an agent token bound to a node registers,
+// heartbeats and cordons that node, and is refused (403, naming both
+// nodes) for any other; a fleet-wide agent token serves any node; only
+// agent tokens take a node.
+func TestNodeBoundAgentToken(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	bound, err := ts.admin.CreateToken(ctx, api.TokenRequest{Role: api.RoleAgent, Node: "n1"})
+	if err != nil || bound.Node != "n1" {
+		t.Fatalf("bound token: %+v %v", bound, err)
+	}
+	ag := ts.client(bound.Token)
+	if _, err := ag.Register(ctx, registration("n1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ag.NodeAction(ctx, "n1", "cordon", "health"); err != nil {
+		t.Errorf("cordon of its own node: %v", err)
+	}
+	_, err = ag.Register(ctx, registration("n2", 1))
+	if !client.IsCode(err, 403) || !strings.Contains(err.Error(), "bound to node n1, not n2") {
+		t.Errorf("register as another node: %v", err)
+	}
+	if _, err := ag.NodeAction(ctx, "n2", "cordon", "x"); !client.IsCode(err, 403) {
+		t.Errorf("cordon of another node: %v", err)
+	}
+	fleet, _ := ts.admin.CreateToken(ctx, api.TokenRequest{Role: api.RoleAgent})
+	if _, err := ts.client(fleet.Token).Register(ctx, registration("n2", 1)); err != nil {
+		t.Errorf("fleet-wide agent token: %v", err)
+	}
+	if _, err := ts.admin.CreateToken(ctx, api.TokenRequest{Role: api.RoleAdmin, Node: "n1"}); !client.IsCode(err, 400) {
+		t.Errorf("admin token with a node: %v", err)
+	}
+}
