@@ -116,6 +116,7 @@ hang from a leaf named "local".`,
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "largest request body")
 	f.IntVar(&txnOps, "txn-ops", 128, "operations per etcd transaction (etcd's --max-txn-ops)")
 	f.StringVar(&cfg.ID, "replica-id", "", "name of this replica in the leader election (default host/address)")
+	f.StringVar(&cfg.AdvertiseURL, "advertise-url", "", "URL the other replicas reach this one's API at, to forward deployment traffic to the leader (default: scheme and --listen, the host name for an address of every interface)")
 	f.StringVar(&logLevel, "log-level", "info", "debug|info|warn|error")
 	f.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ to admin tokens")
 	f.DurationVar(&cfg.JobRetention, "job-retention", 7*24*time.Hour, "delete jobs (with logs) this long after they finish; 0 keeps them")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -31,8 +33,11 @@ import (
 //
 // Followers do not route: draining lives in the leader's controller (it
 // stops a replica once its own router shows nothing in flight), which a
-// follower's router would not see. A follower answers traffic with 503 and
-// Retry-After: 1; /readyz says which replica leads.
+// follower's router would not see. A follower forwards traffic to the
+// leader (each replica advertises its URL under store.ReplicasKey), so a
+// load balancer may send it to any replica; when it cannot (no leader
+// yet, the leader unreachable, or the request already forwarded once) it
+// answers 503 with Retry-After: 1.
 
 // deploymentStep paces the leader's serving loop (tests shorten it).
 var deploymentStep = time.Second
@@ -46,6 +51,10 @@ type deployments struct {
 	router *router.Router
 	log    *slog.Logger
 	step   time.Duration // deploymentStep when the server was made
+
+	leaderMu  sync.Mutex
+	leaderURL *url.URL // the leader's advertised API, as last looked up
+	leaderAt  time.Time
 
 	running sync.Mutex // held by the leading term; a new term waits for the old one
 
@@ -315,9 +324,15 @@ func (d *deployments) traffic() http.Handler {
 		}
 		name := r.PathValue("name")
 		if !s.IsLeader() {
+			if r.Header.Get(forwardedBy) == "" {
+				if u := d.leader(r.Context()); u != nil {
+					d.forward(w, r, u)
+					return
+				}
+			}
 			w.Header().Set("Retry-After", "1")
 			writeError(w, &httpError{code: http.StatusServiceUnavailable,
-				msg: "deployments are served by the leader replica (GET /readyz says which); retry there"})
+				msg: "deployments are served by the leader replica, which this replica cannot reach now (GET /readyz says which leads); retry"})
 			return
 		}
 		d.mu.Lock()
@@ -655,4 +670,65 @@ func (js jobStore) NodeAddress(node string) string {
 		return n.node.Status.Address
 	}
 	return ""
+}
+
+// forwardedBy marks a request a follower forwarded to the leader: a
+// replica that gets one without leading (leadership moved meanwhile)
+// answers 503 rather than forward it again.
+const forwardedBy = "X-Gpucloud-Forwarded-By"
+
+// leader is the leader's advertised API URL, looked up in etcd at most
+// once a second; nil when there is no leader or it advertised none.
+func (d *deployments) leader(ctx context.Context) *url.URL {
+	d.leaderMu.Lock()
+	defer d.leaderMu.Unlock()
+	if time.Since(d.leaderAt) < time.Second {
+		return d.leaderURL
+	}
+	d.leaderAt, d.leaderURL = time.Now(), nil
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	cli := d.s.store.Client()
+	resp, err := cli.Get(ctx, store.LeaderKey, clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	id := string(resp.Kvs[0].Value)
+	if id == d.s.cfg.ID {
+		return nil // this replica, not leading yet or any more
+	}
+	ur, err := cli.Get(ctx, store.ReplicasKey+id)
+	if err != nil || len(ur.Kvs) == 0 {
+		return nil
+	}
+	u, err := url.Parse(string(ur.Kvs[0].Value))
+	if err != nil || u.Host == "" {
+		return nil
+	}
+	d.leaderURL = u
+	return u
+}
+
+// forward proxies r to the leader at u, streaming both ways; if the leader
+// cannot be reached the client gets 503 with Retry-After, as from a
+// follower that knows no leader.
+func (d *deployments) forward(w http.ResponseWriter, r *http.Request, u *url.URL) {
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = u.Host
+			pr.Out.Header.Set(forwardedBy, d.s.cfg.ID)
+			pr.SetXForwarded()
+		},
+		FlushInterval: -1, // token streams go through as they come
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			d.log.Warn("forwarding deployment traffic to the leader", "leader", u.String(), "err", err)
+			d.leaderMu.Lock()
+			d.leaderAt = time.Time{} // look again next time
+			d.leaderMu.Unlock()
+			w.Header().Set("Retry-After", "1")
+			writeError(w, &httpError{code: http.StatusServiceUnavailable, msg: "the leader replica is not reachable from this one; retry"})
+		},
+	}
+	p.ServeHTTP(w, r)
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -172,8 +173,9 @@ func bobToken(t *testing.T, ts *testServer, name string) string {
 	return tok.Token
 }
 
-// A follower does not route: 503 with Retry-After, so clients and load
-// balancers go to the leader.
+// A follower does not route: it forwards traffic to the leader, whose
+// answer comes back; a request forwarded once already gets 503 with
+// Retry-After instead of going round.
 func TestDeploymentTrafficOnFollower(t *testing.T) {
 	ts := startServer(t, nil)
 	putServingQueue(t, ts, 4)
@@ -196,15 +198,35 @@ func TestDeploymentTrafficOnFollower(t *testing.T) {
 	if f.IsLeader() {
 		t.Fatal("the second replica leads")
 	}
-	req, _ := http.NewRequest("POST", "http://"+f.Addr()+"/v1/deployments/chat/v1/completions", strings.NewReader("{}"))
-	req.Header.Set("Authorization", "Bearer "+ts.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	post := func(base string, forwarded bool) (int, string) {
+		req, _ := http.NewRequest("POST", base+"/v1/deployments/chat/v1/completions", strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+ts.token)
+		if forwarded {
+			req.Header.Set(forwardedBy, "another-replica")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("follower: want 503 with Retry-After, got %d %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	// No agent runs the deployment's replica here: the leader's own answer
+	// (not the follower's) is what comes back through the follower.
+	leaderCode, leaderBody := post(ts.url, false)
+	var code int
+	var body string
+	waitFor(t, 10*time.Second, "the follower to forward to the leader", func() bool {
+		code, body = post("http://"+f.Addr(), false)
+		return code == leaderCode && !strings.Contains(body, "cannot reach")
+	})
+	if strings.Contains(body, "this replica cannot reach") {
+		t.Fatalf("follower answered itself: %d %s (leader: %d %s)", code, body, leaderCode, leaderBody)
+	}
+	code, body = post("http://"+f.Addr(), true)
+	if code != 503 || !strings.Contains(body, "cannot reach") {
+		t.Fatalf("a request forwarded already: want the follower's 503, got %d %s", code, body)
 	}
 	// The follower serves the API, status included (written by the leader).
 	fc := client.New([]string{"http://" + f.Addr()}, ts.token, client.Options{})

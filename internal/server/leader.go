@@ -37,6 +37,11 @@ func (s *Server) campaign(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
+		// Where this replica is reached, for the day it leads: followers
+		// forward deployment traffic there. It goes with the session.
+		if _, err := cli.Put(ctx, store.ReplicasKey+s.cfg.ID, s.cfg.AdvertiseURL, clientv3.WithLease(sess.Lease())); err != nil && ctx.Err() == nil {
+			s.log.Warn("server: advertising this replica", "err", err)
+		}
 		el := concurrency.NewElection(sess, store.LeaderKey)
 		if err := el.Campaign(ctx, s.cfg.ID); err != nil {
 			sess.Close()

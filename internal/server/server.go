@@ -72,6 +72,11 @@ type Config struct {
 	TxnOps int
 	// ID names this replica in the leader election (default host:listen).
 	ID string
+	// AdvertiseURL is where the other replicas reach this one's API, to
+	// forward deployment traffic to the leader (default: the scheme and
+	// listen address, with the host name when it listens on every
+	// interface).
+	AdvertiseURL string
 	// Pprof serves /debug/pprof/ (admin token required).
 	Pprof bool
 	// JobRetention deletes jobs this long after they finished, with their
@@ -230,6 +235,9 @@ func (s *Server) Run(ctx context.Context) error {
 		host, _ := os.Hostname()
 		s.cfg.ID = host + "/" + ln.Addr().String()
 	}
+	if s.cfg.AdvertiseURL == "" {
+		s.cfg.AdvertiseURL = advertiseURL(ln.Addr(), s.cfg.TLSCert != "")
+	}
 	// Requests live in the server's context, so streams (watches,
 	// assignments, logs) end when the server stops.
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -353,4 +361,23 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	s.log.Info("server: first start: admin token written", "path", path)
 	return nil
+}
+
+// advertiseURL is the URL of the API listening at addr: the host name
+// stands for an address of every interface.
+func advertiseURL(addr net.Addr, tls bool) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }

@@ -39,6 +39,7 @@ const (
 	EventsKey    = "/gpucloud-events/"
 	LogsKey      = "/gpucloud-logs/"
 	LeaderKey    = "/gpucloud-leader/"
+	ReplicasKey  = "/gpucloud-replicas/" // replicas/<ID>: the API URL of a running replica, on its session's lease
 )
 
 // Errors callers branch on.
