@@ -139,7 +139,6 @@ type upInstance struct {
 	srv      *server.Server
 	srvDone  chan error
 	srvStop  context.CancelFunc
-	front    *http.Server // the dashboard beside the API, when linked in
 	agents   []*upAgent
 	agStop   context.CancelFunc
 	agWG     sync.WaitGroup
@@ -389,9 +388,9 @@ func (u *upInstance) startServer(ctx context.Context) error {
 		Logger: u.log.With("component", "server"),
 	}
 	if dashboardHandler != nil {
-		// The dashboard is served beside the API on --listen; the server
-		// itself listens on a loopback port of its own.
-		cfg.Listen = "127.0.0.1:0"
+		// The dashboard beside the API on --listen, as `gpucloud server`
+		// serves it.
+		cfg.Dashboard = dashboardHandler()
 	}
 	s, err := server.New(cfg)
 	if err != nil {
@@ -411,49 +410,11 @@ func (u *upInstance) startServer(ctx context.Context) error {
 		return fmt.Errorf("the control plane did not start within a minute (see %s)", filepath.Join(u.dir, "up.log"))
 	}
 	addr := s.Addr()
-	if dashboardHandler != nil {
-		if addr, err = u.serveFront(s.Handler(), dashboardHandler()); err != nil {
-			return err
-		}
-	}
 	if _, port, _ := net.SplitHostPort(u.o.listen); port == "0" {
 		u.url, _ = clientURL(addr) // the port picked
 	}
 	u.log.Info("control plane up", "url", u.url)
 	return nil
-}
-
-// serveFront serves the API and the dashboard on --listen: /v1/...,
-// /healthz, /readyz and /metrics go to the API, the rest to the dashboard.
-func (u *upInstance) serveFront(apiH, dash http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", u.o.listen)
-	if err != nil {
-		return "", fmt.Errorf("cannot listen on %s: %w", u.o.listen, err)
-	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		if strings.HasPrefix(p, "/v1/") || p == "/healthz" || p == "/readyz" || p == "/metrics" {
-			apiH.ServeHTTP(w, r)
-			return
-		}
-		dash.ServeHTTP(w, r)
-	})
-	u.front = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(u.log.Handler(), slog.LevelWarn)}
-	go func() {
-		if err := u.front.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			u.log.Error("dashboard listener", "err", err)
-		}
-	}()
-	return ln.Addr().String(), nil
-}
-
-func (u *upInstance) stopFront() {
-	if u.front != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		u.front.Shutdown(ctx)
-		u.front = nil
-	}
 }
 
 func (u *upInstance) readAdminToken() error {
@@ -747,7 +708,6 @@ func (u *upInstance) stop(ctx context.Context, w io.Writer) error {
 	}
 	u.agStop()
 	u.agWG.Wait()
-	u.stopFront()
 	u.srvStop()
 	err := <-u.srvDone
 	u.release()
@@ -824,7 +784,6 @@ func (u *upInstance) abort() {
 		u.agStop()
 		u.agWG.Wait()
 	}
-	u.stopFront()
 	if u.srvStop != nil {
 		u.srvStop()
 		<-u.srvDone
