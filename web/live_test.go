@@ -4,13 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +16,7 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/server"
+	"gpucloud/internal/server/servertest"
 	"gpucloud/internal/topology"
 )
 
@@ -42,63 +38,14 @@ spec:
     - {name: leaf-b2, level: leaf, parent: block-b, nodes: [{hosts: "gpu-[06-07]", class: h100x8}]}
 `
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startControlPlane runs the real server on a real single-member etcd and
 // returns it with the admin token.
 func startControlPlane(t *testing.T, fab *topology.Fabric) (*server.Server, string) {
 	t.Helper()
-	dir := t.TempDir()
-	s, err := server.New(server.Config{
-		Listen: "127.0.0.1:0", DataDir: dir, NoFsync: true,
-		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		CycleInterval: 20 * time.Millisecond,
-		NodeLeaseTTL:  3 * time.Second,
-		Fabric:        fab,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return servertest.Start(t, t.TempDir(), func(c *server.Config) {
+		c.NodeLeaseTTL = 3 * time.Second
+		c.Fabric = fab
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("server: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server not ready")
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader after 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return s, strings.TrimSpace(string(tok))
 }
 
 // dashboardMux serves the API and the dashboard from one origin, as

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,7 +17,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
-	"gpucloud/internal/server"
+	"gpucloud/internal/server/servertest"
 )
 
 // cli runs the binary's root command in-process and returns stdout and
@@ -415,7 +413,7 @@ func TestCLIWithoutServer(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "no server: run `gpucloud up`") {
 		t.Errorf("err = %v", err)
 	}
-	port := freePortT(t)
+	port := servertest.FreePort(t)
 	_, _, err = cli(t, "get", "jobs", "--server", fmt.Sprintf("127.0.0.1:%d", port), "--token", "x")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the gpucloud server") {
 		t.Errorf("err = %v", err)
@@ -464,16 +462,6 @@ func squeeze(s string) string {
 	return strings.Join(lines, "\n")
 }
 
-func freePortT(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func emulatedGPUs(n int) []api.GPU {
 	gpus := make([]api.GPU, n)
 	for i := range gpus {
@@ -486,40 +474,8 @@ func emulatedGPUs(n int) []api.GPU {
 // loopback ports and returns its URL and admin token.
 func startTestServer(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	s, err := server.New(server.Config{
-		Listen: "127.0.0.1:0", DataDir: dir, NoFsync: true,
-		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePortT(t)),
-		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePortT(t)),
-		CycleInterval: 20 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("server did not stop")
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("server: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server not ready")
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 10*time.Second, "leadership", s.IsLeader)
-	return "http://" + s.Addr(), strings.TrimSpace(string(tok))
+	s, tok := servertest.Start(t, dir, nil)
+	return "http://" + s.Addr(), tok
 }
 
 func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gpucloud/internal/server/servertest"
 )
 
 // `gpucloud server` serves the dashboard beside the API, as `up` does:
@@ -19,7 +21,7 @@ func TestServerServesDashboard(t *testing.T) {
 	}
 	isolate(t)
 	dir := t.TempDir()
-	port := freePortT(t)
+	port := servertest.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -27,8 +29,8 @@ func TestServerServesDashboard(t *testing.T) {
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
 		root.SetArgs([]string{"server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", filepath.Join(dir, "data"),
-			"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", freePortT(t)),
-			"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", freePortT(t)),
+			"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", servertest.FreePort(t)),
+			"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", servertest.FreePort(t)),
 			"--unsafe-no-fsync", "--log-level", "error"})
 		done <- root.ExecuteContext(ctx)
 	}()
