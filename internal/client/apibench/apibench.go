@@ -296,54 +296,52 @@ func cleanup(c *client.Client, o Options, r *Result, ids, nodes []string) {
 	ctx := context.Background()
 	start := time.Now()
 	o.Progress("cleaning up %d jobs and %d nodes", len(ids), len(nodes))
-	var errs atomic.Int64
-	work := make(chan func() error)
-	var wg sync.WaitGroup
-	for w := 0; w < o.Concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				if err := f(); err != nil {
-					errs.Add(1)
-				}
-			}
-		}()
-	}
+	var jobs []func() error
 	for _, id := range ids {
 		if id == "" {
 			continue
 		}
-		work <- func() error {
+		jobs = append(jobs, func() error {
 			if _, err := c.Cancel(ctx, id); err != nil && !client.IsCode(err, 409) {
 				return err
 			}
 			return c.DeleteJob(ctx, id)
-		}
+		})
 	}
-	close(work)
-	wg.Wait()
+	errs := inParallel(o.Concurrency, jobs)
 	// Nodes after every job is gone: a node that runs a job is not
 	// deleted.
-	work = make(chan func() error)
-	for w := 0; w < o.Concurrency; w++ {
+	var dels []func() error
+	for _, n := range nodes {
+		dels = append(dels, func() error { return c.Do(ctx, "DELETE", "/v1/nodes/"+n, nil, nil) })
+	}
+	errs += inParallel(o.Concurrency, dels)
+	r.CleanupErrors = errs
+	r.CleanupPhaseSecs = time.Since(start).Seconds()
+}
+
+// inParallel runs fs on n workers and returns how many failed.
+func inParallel(n int, fs []func() error) int {
+	var errs atomic.Int64
+	work := make(chan func() error)
+	var wg sync.WaitGroup
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for f := range work {
-				if err := f(); err != nil {
+				if f() != nil {
 					errs.Add(1)
 				}
 			}
 		}()
 	}
-	for _, n := range nodes {
-		work <- func() error { return c.Do(ctx, "DELETE", "/v1/nodes/"+n, nil, nil) }
+	for _, f := range fs {
+		work <- f
 	}
 	close(work)
 	wg.Wait()
-	r.CleanupErrors = int(errs.Load())
-	r.CleanupPhaseSecs = time.Since(start).Seconds()
+	return int(errs.Load())
 }
 
 func merge(parts [][]time.Duration) []time.Duration {
