@@ -16,7 +16,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
-	"gpucloud/internal/server/servertest"
+	"gpucloud/internal/testnet"
 
 	"github.com/chromedp/chromedp"
 )
@@ -51,7 +51,7 @@ func TestDashboardAgainstUp(t *testing.T) {
 	chromiumPath(t)
 	bin := gpucloudBinary(t)
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", servertest.FreePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
 	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", addr, "--no-config",
 		"--node-name", "this-node", "--preset", "ndv5", "--gpus", "64", "--grace-period", "1s")
 	up.Env = append(os.Environ(), "HOME="+dir)

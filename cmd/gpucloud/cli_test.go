@@ -18,6 +18,7 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/server/servertest"
+	"gpucloud/internal/testnet"
 )
 
 // cli runs the binary's root command in-process and returns stdout and
@@ -413,7 +414,7 @@ func TestCLIWithoutServer(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "no server: run `gpucloud up`") {
 		t.Errorf("err = %v", err)
 	}
-	port := servertest.FreePort(t)
+	port := testnet.FreePort(t)
 	_, _, err = cli(t, "get", "jobs", "--server", fmt.Sprintf("127.0.0.1:%d", port), "--token", "x")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the gpucloud server") {
 		t.Errorf("err = %v", err)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"gpucloud/internal/server/servertest"
+	"gpucloud/internal/testnet"
 )
 
 // `gpucloud server` serves the dashboard beside the API, as `up` does:
@@ -21,7 +21,7 @@ func TestServerServesDashboard(t *testing.T) {
 	}
 	isolate(t)
 	dir := t.TempDir()
-	port := servertest.FreePort(t)
+	port := testnet.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -29,8 +29,8 @@ func TestServerServesDashboard(t *testing.T) {
 		root.SetOut(io.Discard)
 		root.SetErr(io.Discard)
 		root.SetArgs([]string{"server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", filepath.Join(dir, "data"),
-			"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", servertest.FreePort(t)),
-			"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", servertest.FreePort(t)),
+			"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
+			"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 			"--unsafe-no-fsync", "--log-level", "error"})
 		done <- root.ExecuteContext(ctx)
 	}()

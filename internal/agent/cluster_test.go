@@ -22,6 +22,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testnet"
 )
 
 // The end-to-end tests run the real binary: a control plane (gpucloud
@@ -201,11 +202,11 @@ func startCluster(t testing.TB, netns bool, gpus []int, agentArgs ...string) *cl
 		c.setupNetns(len(gpus))
 	}
 	t.Logf("end-to-end cluster: %d nodes, network namespaces %v", len(gpus), c.netns)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	c.serverURL = fmt.Sprintf("http://%s:%d", serverIP, port)
 	sdir := filepath.Join(c.dir, "server")
 	c.server = c.start("server", c.serverNS, "server", "--listen", fmt.Sprintf("%s:%d", serverIP, port), "--data-dir", sdir,
-		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), "--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)), "--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 		"--node-lease-ttl", "4s", "--heartbeat-interval", "1s", "--cycle-interval", "50ms", "--unsafe-no-fsync", "--log-level", "warn")
 	var tok []byte
 	waitFor(t, 60*time.Second, "the server's admin token", func() bool {
@@ -463,16 +464,6 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func alive(pid int) bool {

@@ -19,6 +19,7 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/store"
+	"gpucloud/internal/testnet"
 )
 
 var (
@@ -355,7 +356,7 @@ func TestDeployFailover(t *testing.T) {
 	ctx := context.Background()
 
 	etcd, err := store.StartMember(ctx, store.MemberConfig{Dir: t.TempDir(), NoFsync: true,
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

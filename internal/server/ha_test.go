@@ -14,6 +14,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testnet"
 )
 
 // TestHAFailover runs three etcd members and two server replicas as
@@ -32,7 +33,7 @@ func TestHAFailover(t *testing.T) {
 	type member struct{ client, peer string }
 	var ms []member
 	for i := 1; i <= 3; i++ {
-		m := member{fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+		m := member{fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)), fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t))}
 		ms = append(ms, m)
 		names = append(names, fmt.Sprintf("m%d", i))
 		peers = append(peers, fmt.Sprintf("m%d=%s", i, m.peer))
@@ -49,7 +50,7 @@ func TestHAFailover(t *testing.T) {
 	var servers []*proc
 	var urls, dirs []string
 	for i := 0; i < 2; i++ {
-		port := freePort(t)
+		port := testnet.FreePort(t)
 		dir := filepath.Join(root, fmt.Sprintf("server%d", i))
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d", port))
 		dirs = append(dirs, dir)

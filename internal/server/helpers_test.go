@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,17 +14,8 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/store"
+	"gpucloud/internal/testnet"
 )
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func quietLogger() *slog.Logger {
 	if os.Getenv("GPUCLOUD_TEST_LOG") != "" {
@@ -50,8 +40,8 @@ func startServer(t testing.TB, mod func(*Config)) *testServer {
 	dir := t.TempDir()
 	cfg := Config{
 		Listen: "127.0.0.1:0", DataDir: dir, NoFsync: true,
-		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
+		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 		CycleInterval: 20 * time.Millisecond,
 		Logger:        quietLogger(),
 	}

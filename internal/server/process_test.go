@@ -15,6 +15,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testnet"
 )
 
 // These tests run the real gpucloud binary as separate processes on
@@ -251,11 +252,11 @@ func allocationsFit(t *testing.T, jobs []api.Job, gpusPerNode int) {
 func TestCrashRestartLosesNothing(t *testing.T) {
 	gpucloudBinary(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	args := []string{"server", "--data-dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		"--etcd-client-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
+		"--etcd-peer-url", fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 		"--node-lease-ttl", "15s", "--cycle-interval", "50ms", "--log-level", "info"}
 	srv := startProc(t, "server", args...)
 	waitHTTP(t, url, 30*time.Second)

@@ -25,6 +25,7 @@ import (
 	"gpucloud/internal/client"
 	"gpucloud/internal/client/apibench"
 	"gpucloud/internal/store"
+	"gpucloud/internal/testnet"
 )
 
 func raw(t *testing.T, method, url, token, ctype string, body []byte) (int, []byte) {
@@ -428,7 +429,7 @@ func TestBenchAPI(t *testing.T) {
 func TestTakeoverRequeuesGangsOfDeadNodes(t *testing.T) {
 	ctx := context.Background()
 	e, err := store.StartMember(ctx, store.MemberConfig{Dir: t.TempDir(), NoFsync: true,
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

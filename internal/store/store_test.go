@@ -4,21 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
-)
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"gpucloud/internal/testnet"
+)
 
 // startStore runs a real single-member etcd (fsync off: a test) and a
 // client on it.
@@ -27,8 +18,8 @@ func startStore(t *testing.T) *Store {
 	ctx := context.Background()
 	e, err := StartMember(ctx, MemberConfig{
 		Dir:       t.TempDir(),
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
+		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 		NoFsync:   true,
 	})
 	if err != nil {

@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"gpucloud/internal/api"
+	"gpucloud/internal/testnet"
 )
 
 // needTorch skips unless Debian's python3-torch is importable (only
@@ -25,16 +25,6 @@ func needTorch(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "True" {
 		t.Skipf("skipping: /usr/bin/python3 cannot import torch with gloo (apt-get install python3-torch): %v %s", err, out)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 var stepLine = regexp.MustCompile(`(?m)^step (\d+) loss ([0-9.]+)$`)
@@ -66,7 +56,7 @@ func TestDDPTrainingTwoRanks(t *testing.T) {
 			Job: "ddp", Generation: g, Launch: api.LaunchPerGPU, WorldSize: 2, Nodes: 1,
 			Processes:  []api.Process{{Rank: 0, LocalRank: 0, GPUs: []int{0}}, {Rank: 1, LocalRank: 1, GPUs: []int{1}}},
 			Command:    []string{"/usr/bin/python3", script, "--steps", strconv.Itoa(steps), "--ckpt-every", "5"},
-			MasterAddr: "127.0.0.1", MasterPort: freePort(t),
+			MasterAddr: "127.0.0.1", MasterPort: testnet.FreePort(t),
 		}}
 	}
 	g1 := gen(1, 20)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,18 +16,8 @@ import (
 	"time"
 
 	"gpucloud/internal/server"
+	"gpucloud/internal/testnet"
 )
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // Start runs a server with its data in dir and mod applied to its
 // configuration (nil: none), waits until it leads, and returns it with its
@@ -37,8 +26,8 @@ func Start(t testing.TB, dir string, mod func(*server.Config)) (*server.Server, 
 	t.Helper()
 	cfg := server.Config{
 		Listen: "127.0.0.1:0", DataDir: dir, NoFsync: true,
-		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
-		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+		EtcdClientURL: fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
+		EtcdPeerURL:   fmt.Sprintf("http://127.0.0.1:%d", testnet.FreePort(t)),
 		CycleInterval: 20 * time.Millisecond,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
