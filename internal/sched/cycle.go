@@ -131,8 +131,9 @@ func (c *cycle) find(v *view, j *job, lo, hi int) (*Placement, miss) {
 
 func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss) {
 	try := func(n int) (*Placement, miss) {
-		// The job's own full shape has a number: its memo is a slice
-		// lookup, which a cycle over a long queue does once per job.
+		// The job's full shape is numbered when it joins the queue, so
+		// the memo lookup a cycle does once per waiting job is a slice
+		// index; other sizes (elastic jobs) are numbered here.
 		id := int32(0)
 		if n == j.spec.Replicas {
 			switch {
@@ -142,28 +143,19 @@ func (c *cycle) findIn(v *view, j *job, sc scope, lo, hi int) (*Placement, miss)
 				id = j.psid
 			}
 		}
-		byID := id > 0
-		var key shapeKey
-		if byID {
-			if f := v.failByID(id); f != nil && f.epoch == v.epoch {
-				return nil, f.miss
-			}
-		} else {
-			key = j.shape(n)
+		if id == 0 {
+			key := j.shape(n)
 			key.sc = sc
-			if f, ok := v.fails[key]; ok && f.epoch == v.epoch {
-				return nil, f.miss
-			}
+			id = c.s.shapeNo(key)
+		}
+		if f := v.failed(id); f != nil {
+			return nil, f.miss
 		}
 		rq := j.request(n)
 		rq.scope = sc
 		p, ms := c.s.pl.place(v, &rq)
 		if p == nil {
-			if byID {
-				v.setFailByID(id, failMemo{v.epoch, ms})
-			} else {
-				v.fails[key] = failMemo{v.epoch, ms}
-			}
+			v.setFailed(id, ms)
 		}
 		return p, ms
 	}

@@ -179,12 +179,10 @@ type view struct {
 	hist   [][]int32 // [pool][row*(w+1)+idle nodes in the leaf]
 	bucket [][]bitset
 	// epoch counts the changes that can add capacity (releases, uncordons):
-	// a placement that failed at this epoch still fails.
+	// a placement that failed at this epoch still fails. fails memoises
+	// failed placements by shape number (Scheduler.shapeNo).
 	epoch uint64
-	fails map[shapeKey]failMemo
-	// failsID is the same memo for jobs' own full shapes, by shape number
-	// (Scheduler.shapeID); valid entries have valid set.
-	failsID []failMemoID
+	fails []failMemo
 
 	// mirror, when set, is the hold view of the standing reservation: it
 	// repeats every change made here except on the GPUs in hold (the
@@ -194,7 +192,7 @@ type view struct {
 }
 
 func newView(t *topo, st *topology.State) *view {
-	v := &view{t: t, st: st, fails: map[shapeKey]failMemo{}}
+	v := &view{t: t, st: st}
 	nd := len(t.f.Domains)
 	cols := t.w + 1
 	for p := range t.pools {
@@ -329,23 +327,20 @@ func (v *view) releaseAll(nodes []NodeAlloc) {
 	}
 }
 
-type failMemoID struct {
-	failMemo
-	valid bool
-}
-
-func (v *view) failByID(id int32) *failMemo {
-	if int(id) < len(v.failsID) && v.failsID[id].valid {
-		return &v.failsID[id].failMemo
+// failed is the memo of a failed placement of shape id still true at the
+// view's epoch, or nil.
+func (v *view) failed(id int32) *failMemo {
+	if int(id) < len(v.fails) && v.fails[id].valid && v.fails[id].epoch == v.epoch {
+		return &v.fails[id]
 	}
 	return nil
 }
 
-func (v *view) setFailByID(id int32, f failMemo) {
-	for int(id) >= len(v.failsID) {
-		v.failsID = append(v.failsID, failMemoID{})
+func (v *view) setFailed(id int32, ms miss) {
+	for int(id) >= len(v.fails) {
+		v.fails = append(v.fails, failMemo{})
 	}
-	v.failsID[id] = failMemoID{f, true}
+	v.fails[id] = failMemo{v.epoch, ms, true}
 }
 
 // anyFree says whether any GPU of the view is free (cordoned nodes count
@@ -371,8 +366,7 @@ func (v *view) cloneInto(dst *view) *view {
 	}
 	dst.st = v.st.CloneInto(dst.st)
 	dst.epoch = v.epoch
-	clear(dst.fails)
-	dst.failsID = dst.failsID[:0]
+	dst.fails = dst.fails[:0]
 	dst.mirror, dst.hold = nil, nil
 	for p := range v.idle {
 		copy(dst.idle[p], v.idle[p])
@@ -387,7 +381,7 @@ func (v *view) cloneInto(dst *view) *view {
 }
 
 func (v *view) clone() *view {
-	c := &view{t: v.t, st: v.st.Clone(), epoch: v.epoch, fails: map[shapeKey]failMemo{}}
+	c := &view{t: v.t, st: v.st.Clone(), epoch: v.epoch}
 	for p := range v.idle {
 		c.idle = append(c.idle, slices.Clone(v.idle[p]))
 		c.freeG = append(c.freeG, slices.Clone(v.freeG[p]))

@@ -48,9 +48,12 @@ type shapeKey struct {
 	sc        scope
 }
 
+// failMemo is a failed placement of one shape at a view's epoch (valid:
+// the entry is set).
 type failMemo struct {
 	epoch uint64
 	miss  miss
+	valid bool
 }
 
 // placer finds placements on a view. Its buffers are reused between calls;
