@@ -46,7 +46,7 @@ type principal struct {
 
 // forNode says whether p may act as the agent of node n.
 func (p *principal) forNode(n string) error {
-	if p.role == api.RoleAgent && p.node != "" && n != p.node {
+	if p.role == api.RoleAgent && p.node != "" && n != "" && n != p.node {
 		return errForbidden(fmt.Sprintf("this agent token is bound to node %s, not %s", p.node, n))
 	}
 	return nil

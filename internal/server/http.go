@@ -106,8 +106,10 @@ func (s *Server) wrap(rt route) http.Handler {
 				if !allowed(p, rt.access) {
 					return errForbidden(fmt.Sprintf("a %s token may not %s", p.role, label))
 				}
-				if n := r.PathValue("name"); n != "" && strings.HasPrefix(rt.path, "/v1/nodes/") {
-					if err := p.forNode(n); err != nil {
+				// The agent routes name their node in the path (registration,
+				// in the body, checks it itself).
+				if rt.access == accessAgent {
+					if err := p.forNode(r.PathValue("name")); err != nil {
 						return err
 					}
 				}
