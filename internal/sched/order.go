@@ -6,6 +6,10 @@ import (
 	"github.com/google/btree"
 )
 
+// The scheduler's ordered indexes of jobs (B-trees): running jobs by
+// expected end, pending jobs in the policy's order, and the cursor a cycle
+// reads a snapshot of the latter with.
+
 // endIndex orders the running jobs that declared a runtime by their
 // expected end (start plus runtime), so that an EASY reservation walks them
 // in order without sorting every running job on every cycle: at 131,072
@@ -104,4 +108,60 @@ func (x pendIndex) cloneMapped(mapJob func(*job) *job) pendIndex {
 	n := newPendIndex()
 	copyMapped(n.t, x.t, mapJob)
 	return n
+}
+
+// cursor reads a snapshot of a pending index in order, a chunk at a time
+// (a strict cycle that stops early reads little).
+type cursor struct {
+	snap  *btree.BTreeG[*job]
+	buf   []*job
+	pos   int
+	pivot *job // the sort fields of the last job read
+	done  bool
+}
+
+const chunk = 64
+
+func newCursor(x pendIndex) *cursor { return &cursor{snap: x.t.Clone()} }
+
+// peek is the next job, or nil at the end.
+func (c *cursor) peek() *job {
+	for c.pos >= len(c.buf) {
+		if c.done {
+			return nil
+		}
+		c.fill()
+	}
+	return c.buf[c.pos]
+}
+
+func (c *cursor) next() *job {
+	j := c.peek()
+	if j != nil {
+		c.pos++
+	}
+	return j
+}
+
+func (c *cursor) fill() {
+	c.buf, c.pos = c.buf[:0], 0
+	visit := func(j *job) bool {
+		if c.pivot != nil && jobCmp(j, c.pivot) <= 0 {
+			return true
+		}
+		c.buf = append(c.buf, j)
+		return len(c.buf) < chunk
+	}
+	if c.pivot == nil {
+		c.snap.Ascend(visit)
+	} else {
+		c.snap.AscendGreaterOrEqual(c.pivot, visit)
+	}
+	if len(c.buf) < chunk {
+		c.done = true
+	}
+	if n := len(c.buf); n > 0 {
+		l := c.buf[n-1]
+		c.pivot = &job{key: l.key, spec: Job{Submitted: l.spec.Submitted, ID: l.spec.ID}}
+	}
 }
