@@ -16,28 +16,17 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testbin"
 	"gpucloud/internal/testnet"
 
 	"github.com/chromedp/chromedp"
 )
 
-// gpucloudBinary returns $GPUCLOUD_BIN, or builds cmd/gpucloud (from the
-// build cache this takes seconds).
-func gpucloudBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("GPUCLOUD_BIN"); p != "" {
-		return p
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build cmd/gpucloud and no GPUCLOUD_BIN: skipping the test against gpucloud up")
-	}
-	bin := filepath.Join(t.TempDir(), "gpucloud")
-	cmd := exec.Command(gobin, "build", "-o", bin, "gpucloud/cmd/gpucloud")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building cmd/gpucloud: %v\n%s", err, out)
-	}
-	return bin
+// TestMain removes the gpucloud binary the tests built (testbin).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
 }
 
 // TestDashboardAgainstUp runs `gpucloud up` (this machine's agent with
@@ -49,7 +38,7 @@ func TestDashboardAgainstUp(t *testing.T) {
 		t.Skip("-short: skipping the test that builds and runs gpucloud up")
 	}
 	chromiumPath(t)
-	bin := gpucloudBinary(t)
+	bin := testbin.Gpucloud(t)
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
 	up := exec.Command(bin, "up", "--data-dir", filepath.Join(dir, "data"), "--listen", addr, "--no-config",

@@ -22,6 +22,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testbin"
 	"gpucloud/internal/testnet"
 )
 
@@ -30,50 +31,10 @@ import (
 // process of its own, on different addresses: network namespaces joined by
 // a bridge when the test runs as root with iproute2, 127.0.0.x otherwise.
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	testbin.Remove()
 	os.Exit(code)
-}
-
-// gpucloudBinary builds cmd/gpucloud once per test run.
-func gpucloudBinary(t testing.TB) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: skipping the end-to-end test (it builds and runs gpucloud)")
-	}
-	buildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir, err = os.MkdirTemp("", "gpucloud-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(binDir, "gpucloud")
-		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", binPath, "./cmd/gpucloud")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_CFLAGS=-Wno-deprecated-declarations")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/gpucloud: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
 }
 
 func moduleRoot() (string, error) {
@@ -188,7 +149,7 @@ func newCluster(t testing.TB, gpus []int, agentArgs ...string) *cluster {
 
 func startCluster(t testing.TB, netns bool, gpus []int, agentArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: gpucloudBinary(t), dir: t.TempDir(), netns: netns}
+	c := &cluster{t: t, bin: testbin.Gpucloud(t), dir: t.TempDir(), netns: netns}
 	// Cleanups run last-in first-out: this one runs after every process
 	// of the test has stopped, and kills the ranks the agents leave behind
 	// (on purpose: ranks outlive their agent).

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"gpucloud/internal/api"
+	"gpucloud/internal/testbin"
 )
 
 // needTorch skips unless Debian's python3-torch is importable (only
@@ -62,7 +63,7 @@ func ddpJob(t *testing.T, name string, args ...string) *api.Job {
 // TestDDPJobEndToEnd runs examples/ddp/train.py as a 2-replica job through
 // a real server and two agents on different addresses.
 func TestDDPJobEndToEnd(t *testing.T) {
-	gpucloudBinary(t)
+	testbin.Gpucloud(t)
 	needTorch(t)
 	c := newCluster(t, []int{1, 1})
 	start := time.Now()
@@ -104,7 +105,7 @@ func TestDDPJobEndToEnd(t *testing.T) {
 // moment the job is Succeeded, several times over (the relay's own tick
 // would often miss it).
 func TestLastLogLinesBeforeSucceeded(t *testing.T) {
-	gpucloudBinary(t)
+	testbin.Gpucloud(t)
 	c := newCluster(t, []int{2})
 	for i := range 5 {
 		j := c.submit(&api.Job{Metadata: api.ObjectMeta{Name: "last-" + strconv.Itoa(i)}, Spec: api.JobSpec{
@@ -125,7 +126,7 @@ func TestLastLogLinesBeforeSucceeded(t *testing.T) {
 // the gang is torn down, restarted once, resumes from its checkpoint (the
 // step counter continues) and succeeds.
 func TestDDPJobSurvivesAKilledRank(t *testing.T) {
-	gpucloudBinary(t)
+	testbin.Gpucloud(t)
 	needTorch(t)
 	c := newCluster(t, []int{1, 1})
 	jb := ddpJob(t, "ddp-fault", "--steps", "40", "--ckpt-every", "5", "--step-time", "0.15")

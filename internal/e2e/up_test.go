@@ -19,7 +19,15 @@ import (
 	"time"
 
 	"gpucloud/internal/api"
+	"gpucloud/internal/testbin"
 )
+
+// TestMain removes the gpucloud binary the tests built (testbin).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
+}
 
 // repoRoot is the module root (this file is internal/e2e/up_test.go).
 func repoRoot(t *testing.T) string {
@@ -189,12 +197,7 @@ func TestUp(t *testing.T) {
 		t.Skip("builds the binary and runs gpucloud up")
 	}
 	e := &env{t: t, home: t.TempDir(), root: repoRoot(t)}
-	e.bin = filepath.Join(t.TempDir(), "gpucloud")
-	build := exec.Command("go", "build", "-o", e.bin, "./cmd/gpucloud")
-	build.Dir = e.root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	e.bin = testbin.Gpucloud(t)
 	listen := freeAddr(t)
 	u := e.startUp(listen)
 	banner := u.output()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,36 +18,9 @@ import (
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
 	"gpucloud/internal/store"
+	"gpucloud/internal/testbin"
 	"gpucloud/internal/testnet"
 )
-
-var (
-	modelOnce sync.Once
-	modelPath string
-	modelErr  error
-)
-
-// modelServerBinary builds the serving tests' model server (a real HTTP
-// server answering after MODEL_DELAY, on PORT).
-func modelServerBinary(t *testing.T) string {
-	t.Helper()
-	modelOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gpucloud-modelserver")
-		if err != nil {
-			modelErr = err
-			return
-		}
-		modelPath = filepath.Join(dir, "modelserver")
-		out, err := exec.Command("go", "build", "-o", modelPath, "gpucloud/internal/serving/internal/modelserver").CombinedOutput()
-		if err != nil {
-			modelErr = fmt.Errorf("go build modelserver: %v\n%s", err, out)
-		}
-	})
-	if modelErr != nil {
-		t.Fatal(modelErr)
-	}
-	return modelPath
-}
 
 // loadGen keeps `target` clients calling the deployment through the
 // server, each sending its next request when the last one is answered.
@@ -181,8 +153,8 @@ func startAgents(t *testing.T, ts *testServer, servers, token string, n int) {
 // rolls to a new revision under load, and scales back down, and no
 // request fails.
 func TestDeployE2E(t *testing.T) {
-	gpucloudBinary(t) // skips with -short
-	model := modelServerBinary(t)
+	testbin.Gpucloud(t) // skips with -short
+	model := testbin.Build(t, testbin.ModelServer)
 	oldStep := deploymentStep
 	deploymentStep = 200 * time.Millisecond
 	t.Cleanup(func() { deploymentStep = oldStep })
@@ -348,8 +320,8 @@ func TestDeployE2E(t *testing.T) {
 // leader adopts the running replicas (no new replica job) and routes to
 // them.
 func TestDeployFailover(t *testing.T) {
-	gpucloudBinary(t) // skips with -short
-	model := modelServerBinary(t)
+	testbin.Gpucloud(t) // skips with -short
+	model := testbin.Build(t, testbin.ModelServer)
 	oldStep := deploymentStep
 	deploymentStep = 200 * time.Millisecond
 	t.Cleanup(func() { deploymentStep = oldStep })

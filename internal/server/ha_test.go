@@ -14,6 +14,7 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testbin"
 	"gpucloud/internal/testnet"
 )
 
@@ -23,7 +24,7 @@ import (
 // scheduling take to resume. Nothing acknowledged may be lost.
 // GPUCLOUD_HA_REPORT=file writes the figures as JSON.
 func TestHAFailover(t *testing.T) {
-	gpucloudBinary(t)
+	testbin.Gpucloud(t)
 	ctx := context.Background()
 	root := t.TempDir()
 

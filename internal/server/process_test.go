@@ -15,41 +15,20 @@ import (
 
 	"gpucloud/internal/api"
 	"gpucloud/internal/client"
+	"gpucloud/internal/testbin"
 	"gpucloud/internal/testnet"
 )
+
+// TestMain removes the gpucloud binary the tests built (testbin).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
+}
 
 // These tests run the real gpucloud binary as separate processes on
 // 127.0.0.1 and kill them with SIGKILL: what a crash does to a process
 // cannot be faked inside one.
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-func gpucloudBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the gpucloud binary and runs processes; skipped with -short")
-	}
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gpucloud-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "gpucloud")
-		out, err := exec.Command("go", "build", "-o", binPath, "gpucloud/cmd/gpucloud").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 type proc struct {
 	t    *testing.T
@@ -75,7 +54,7 @@ func (p *proc) start() {
 		p.t.Fatal(err)
 	}
 	p.log = f
-	p.cmd = exec.Command(gpucloudBinary(p.t), p.args...)
+	p.cmd = exec.Command(testbin.Gpucloud(p.t), p.args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -250,7 +229,7 @@ func allocationsFit(t *testing.T, jobs []api.Job, gpusPerNode int) {
 }
 
 func TestCrashRestartLosesNothing(t *testing.T) {
-	gpucloudBinary(t)
+	testbin.Gpucloud(t)
 	dir := t.TempDir()
 	port := testnet.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,40 +23,16 @@ import (
 	"gpucloud/internal/serving/autoscale"
 	"gpucloud/internal/serving/local"
 	"gpucloud/internal/serving/router"
+	"gpucloud/internal/testbin"
 )
 
-// modelServer is the model stand-in, built once per test binary by the
-// first end-to-end test (-short runs none and builds nothing).
-var (
-	modelServer string
-	modelDir    string
-	buildOnce   sync.Once
-	buildErr    error
-)
-
-func buildModelServer(t *testing.T) {
-	t.Helper()
-	buildOnce.Do(func() {
-		modelDir, buildErr = os.MkdirTemp("", "serving-e2e-")
-		if buildErr != nil {
-			return
-		}
-		modelServer = filepath.Join(modelDir, "modelserver")
-		out, err := exec.Command("go", "build", "-o", modelServer, "gpucloud/internal/serving/internal/modelserver").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building the model server: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-}
+// modelServer is the model stand-in, built by the first end-to-end test
+// (-short runs none and builds nothing).
+var modelServer string
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if modelDir != "" {
-		os.RemoveAll(modelDir)
-	}
+	testbin.Remove()
 	os.Exit(code)
 }
 
@@ -85,7 +59,7 @@ func newHarness(t *testing.T, spec serving.Spec) *harness {
 	if testing.Short() {
 		t.Skip("end-to-end serving test: runs model server processes for several seconds")
 	}
-	buildModelServer(t)
+	modelServer = testbin.Build(t, testbin.ModelServer)
 	spec.Template.Command[0] = modelServer
 	log := logger()
 	rt := router.New(router.Config{Logger: log})
