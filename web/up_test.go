@@ -23,11 +23,7 @@ import (
 )
 
 // TestMain removes the gpucloud binary the tests built (testbin).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // TestDashboardAgainstUp runs `gpucloud up` (this machine's agent with
 // emulated GPUs plus eight simulated ND H100 v5-like nodes), opens the

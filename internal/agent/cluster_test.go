@@ -31,11 +31,7 @@ import (
 // process of its own, on different addresses: network namespaces joined by
 // a bridge when the test runs as root with iproute2, 127.0.0.x otherwise.
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()

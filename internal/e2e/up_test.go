@@ -23,11 +23,7 @@ import (
 )
 
 // TestMain removes the gpucloud binary the tests built (testbin).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // repoRoot is the module root (this file is internal/e2e/up_test.go).
 func repoRoot(t *testing.T) string {

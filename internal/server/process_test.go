@@ -20,11 +20,7 @@ import (
 )
 
 // TestMain removes the gpucloud binary the tests built (testbin).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // These tests run the real gpucloud binary as separate processes on
 // 127.0.0.1 and kill them with SIGKILL: what a crash does to a process

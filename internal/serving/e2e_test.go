@@ -30,11 +30,7 @@ import (
 // (-short runs none and builds nothing).
 var modelServer string
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Remove()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // harness runs one deployment of the model server: real processes on
 // 127.0.0.1, the router in front, the controller stepping every 100ms.

@@ -82,7 +82,15 @@ func Build(t testing.TB, pkg string) string {
 	return b.path
 }
 
-// Remove deletes the binaries built; TestMain calls it after the tests.
+// Main runs the tests of a package that uses Build, then removes the
+// binaries: `func TestMain(m *testing.M) { testbin.Main(m) }`.
+func Main(m *testing.M) {
+	code := m.Run()
+	Remove()
+	os.Exit(code)
+}
+
+// Remove deletes the binaries built.
 func Remove() {
 	mu.Lock()
 	defer mu.Unlock()
