@@ -46,12 +46,14 @@ func (c *cycle) hold(r *standing) {
 	r.head.wait = wait{code: wReserved, t: r.t, inf: r.inf, n1: int64(len(r.shadow))}
 }
 
-// holdView is the hold view of the cycle's reservation, or nil when a
-// change during the cycle dropped it (then only jobs that end before the
-// reserved start may still start: they cannot delay it).
+// holdView is the hold view of the cycle's reservation: the snapshot's
+// view with the shadow's GPUs also taken (kept in step by view.mirror),
+// where jobs that would outlast the reserved start look for room; nil when
+// a change during the cycle dropped the reservation (then only jobs that
+// end before the reserved start may still start: they cannot delay it).
 func (c *cycle) holdView() *view {
 	if r := c.s.res; r != nil && r.head == c.head && r.shadow != nil {
-		return c.s.holdView()
+		return c.s.v.mirror
 	}
 	return nil
 }

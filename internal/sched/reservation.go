@@ -50,11 +50,6 @@ type noneAt struct {
 	at time.Time // when the walk found nothing
 }
 
-// holdView is the view of the snapshot with the shadow's GPUs also taken,
-// where jobs that would outlast the reserved start look for room. It
-// mirrors every change of the snapshot's view (view.mirror).
-func (s *Scheduler) holdView() *view { return s.v.mirror }
-
 // dropReservation forgets the standing reservation and the none memo.
 func (s *Scheduler) dropReservation() {
 	if s.res == nil {
